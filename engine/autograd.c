@@ -1,0 +1,196 @@
+#include "engine/autograd.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/ops.h"
+
+static _Thread_local bool grad_enabled = true;
+
+bool autograd_enabled(void) { return grad_enabled; }
+
+bool autograd_set_enabled(bool enabled) {
+    bool previous = grad_enabled;
+    grad_enabled = enabled;
+    return previous;
+}
+
+bool autograd_needed(int n, Tensor *const *inputs) {
+    if (!grad_enabled) return false;
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && inputs[i]->requires_grad) return true;
+    return false;
+}
+
+AutogradNode *autograd_record(Tensor *output, const char *op, BackwardFn backward, int n_inputs, Tensor *const *inputs) {
+    AutogradNode *node = calloc(1, sizeof(AutogradNode));
+    node->inputs = calloc((size_t)(n_inputs ? n_inputs : 1), sizeof(Tensor *));
+    if (!node || !node->inputs) tensor_fatal(op, "out of memory recording the graph");
+    node->op = op;
+    node->backward = backward;
+    node->n_inputs = n_inputs;
+    for (int i = 0; i < n_inputs; i++) node->inputs[i] = tensor_keep(inputs[i]);
+    node->output_shape = tensor_shape(output);
+    node->output_dtype = output->dtype;
+    node->owner = output;
+    if (output->node) tensor_fatal(op, "output already has a graph node");
+    output->node = node;
+    output->requires_grad = true;
+    return node;
+}
+
+void autograd_save(AutogradNode *node, int slot, Tensor *t) {
+    if (slot < 0 || slot >= AUTOGRAD_MAX_SAVED) tensor_fatal(node->op, "save slot %d out of range", slot);
+    if (t && t->node == node) {
+        // An alias of our own output: same data, no node, so output -> node -> alias has no cycle.
+        Tensor *alias = tensor_view_raw(t, t->ndim, t->shape, t->stride, t->offset);
+        t = alias;
+    }
+    tensor_release(node->saved[slot]);
+    node->saved[slot] = tensor_keep(t);
+}
+
+bool autograd_input_needs_grad(const AutogradNode *node, int i) {
+    return node->inputs[i] && node->inputs[i]->requires_grad;
+}
+
+void autograd_node_release(AutogradNode *node, Tensor *owner) {
+    if (node->owner != owner) return;
+    for (int i = 0; i < node->n_inputs; i++) tensor_release(node->inputs[i]);
+    for (int i = 0; i < AUTOGRAD_MAX_SAVED; i++) tensor_release(node->saved[i]);
+    tensor_release(node->grad_sum);
+    free(node->inputs);
+    free(node);
+}
+
+// Adds g into *slot, which owns one reference (allocating it on first use).
+static void accumulate_into(Tensor **slot, Tensor *g) {
+    if (!*slot) {
+        Tensor *copy = tensor_empty(g->dtype, tensor_shape(g));
+        tensor_copy_raw(copy, g);
+        *slot = tensor_keep(copy);
+    } else {
+        op_add_inplace_raw(*slot, g);
+    }
+}
+
+void autograd_pass_grad(AutogradNode *node, int i, Tensor *grad) {
+    Tensor *input = node->inputs[i];
+    if (!grad || !input || !input->requires_grad) return;
+    if (!tensor_same_shape(grad, input)) {
+        char a[96], b[96];
+        tensor_fatal(node->op, "backward produced a gradient of shape %s for input %d of shape %s",
+                     tensor_shape_string(grad, a, sizeof a), i, tensor_shape_string(input, b, sizeof b));
+    }
+    if (input->node)
+        accumulate_into(&input->node->grad_sum, grad);
+    else
+        accumulate_into(&input->grad, grad);
+}
+
+// Depth-first post-order over the nodes reachable from root: order[k] comes after all its inputs.
+typedef struct {
+    AutogradNode **items;
+    int64_t count, capacity;
+} NodeList;
+
+static void node_list_push(NodeList *list, AutogradNode *node) {
+    if (list->count == list->capacity) {
+        list->capacity = list->capacity ? list->capacity * 2 : 256;
+        list->items = realloc(list->items, (size_t)list->capacity * sizeof(AutogradNode *));
+        if (!list->items) tensor_fatal("backward", "out of memory");
+    }
+    list->items[list->count++] = node;
+}
+
+static void topological_order(AutogradNode *root, int64_t mark, NodeList *order) {
+    // Iterative DFS with an explicit stack of (node, next input index) to survive deep graphs.
+    NodeList stack = {0};
+    int64_t *next_input = NULL;
+    int64_t next_capacity = 0;
+    root->visit_mark = mark;
+    node_list_push(&stack, root);
+    while (stack.count) {
+        if (next_capacity < stack.capacity) {
+            next_input = realloc(next_input, (size_t)stack.capacity * sizeof(int64_t));
+            for (int64_t k = next_capacity; k < stack.capacity; k++) next_input[k] = 0;
+            next_capacity = stack.capacity;
+        }
+        int64_t top = stack.count - 1;
+        AutogradNode *node = stack.items[top];
+        bool descended = false;
+        while (next_input[top] < node->n_inputs) {
+            Tensor *input = node->inputs[next_input[top]++];
+            if (input && input->node && input->node->visit_mark != mark) {
+                input->node->visit_mark = mark;
+                node_list_push(&stack, input->node);
+                if (next_capacity < stack.capacity) {
+                    next_input = realloc(next_input, (size_t)stack.capacity * sizeof(int64_t));
+                    for (int64_t k = next_capacity; k < stack.capacity; k++) next_input[k] = 0;
+                    next_capacity = stack.capacity;
+                }
+                next_input[stack.count - 1] = 0;
+                descended = true;
+                break;
+            }
+        }
+        if (!descended) {
+            node_list_push(order, node);
+            stack.count--;
+        }
+    }
+    free(stack.items);
+    free(next_input);
+}
+
+void tensor_backward(Tensor *root, Tensor *grad_output) {
+    static _Thread_local int64_t pass_counter;
+    if (!root->requires_grad) tensor_fatal("backward", "the tensor does not require gradients (no parameter or input with requires_grad reached it)");
+    TensorScope scope = tensor_scope_begin();
+    bool previous = autograd_set_enabled(false);
+    Tensor *seed = grad_output;
+    if (!seed) {
+        if (tensor_numel(root) != 1) {
+            char s[96];
+            tensor_fatal("backward", "root has shape %s; give an output gradient for a non-scalar", tensor_shape_string(root, s, sizeof s));
+        }
+        seed = tensor_full(root->dtype, tensor_shape(root), 1.0);
+    } else if (!tensor_same_shape(seed, root)) {
+        tensor_fatal("backward", "output gradient shape differs from the root's");
+    }
+    if (!root->node) {  // a leaf: its gradient is the seed
+        accumulate_into(&root->grad, seed);
+    } else {
+        NodeList order = {0};
+        topological_order(root->node, ++pass_counter, &order);
+        accumulate_into(&root->node->grad_sum, seed);
+        for (int64_t k = order.count - 1; k >= 0; k--) {
+            AutogradNode *node = order.items[k];
+            Tensor *g = node->grad_sum;
+            if (!g) continue;  // no gradient flowed here (e.g. only through an argmax)
+            node->grad_sum = NULL;
+            if (node->owner && node->owner->retains_grad) accumulate_into(&node->owner->grad, g);
+            TensorScope inner = tensor_scope_begin();
+            node->backward(node, g);
+            tensor_scope_end(inner);
+            tensor_release(g);
+        }
+        free(order.items);
+    }
+    autograd_set_enabled(previous);
+    tensor_scope_end(scope);
+}
+
+Tensor *tensor_requires_grad(Tensor *t) {
+    if (!dtype_is_float(t->dtype)) tensor_fatal("requires_grad", "only floating-point tensors can require gradients");
+    t->requires_grad = true;
+    return t;
+}
+
+void tensor_retain_grad(Tensor *t) { t->retains_grad = true; }
+
+void tensor_zero_grad(Tensor *t) {
+    if (t->grad) tensor_fill_raw(t->grad, 0.0);
+}
+
+Tensor *tensor_detach(Tensor *t) { return tensor_view_raw(t, t->ndim, t->shape, t->stride, t->offset); }

@@ -1,0 +1,231 @@
+// Shape and layout ops. Most are views sharing the input's storage; their backward maps the
+// gradient back to the input's layout (reshape back, inverse permutation, pad, sum over expands).
+#include <string.h>
+
+#include "engine/ops_internal.h"
+
+static void reshape_backward(AutogradNode *node, Tensor *g) {
+    autograd_pass_grad(node, 0, op_reshape(g, tensor_shape(node->inputs[0])));
+}
+
+static Tensor *record_reshape_like(Tensor *out, Tensor *x, const char *op) {
+    if (autograd_needed(1, &x)) autograd_record(out, op, reshape_backward, 1, &x);
+    return out;
+}
+
+static Shape resolve_shape(const char *op, const Tensor *x, Shape shape) {
+    int64_t known = 1;
+    int infer = -1;
+    for (int d = 0; d < shape.ndim; d++) {
+        if (shape.dims[d] == -1) {
+            if (infer >= 0) tensor_fatal(op, "only one dimension can be -1");
+            infer = d;
+        } else {
+            known *= shape.dims[d];
+        }
+    }
+    int64_t n = tensor_numel(x);
+    if (infer >= 0) {
+        if (known == 0 || n % known) tensor_fatal(op, "cannot infer the -1 dimension for %lld elements", (long long)n);
+        shape.dims[infer] = n / known;
+    }
+    if (shape_numel(shape) != n) {
+        char a[96], b[96];
+        tensor_fatal(op, "shape %s has %lld elements but the tensor %s has %lld", shape_string(shape, a, sizeof a),
+                     (long long)shape_numel(shape), tensor_shape_string(x, b, sizeof b), (long long)n);
+    }
+    return shape;
+}
+
+static Tensor *contiguous_view(Tensor *x, Shape shape) {
+    int64_t stride[TENSOR_MAX_DIMS], s = 1;
+    for (int d = shape.ndim - 1; d >= 0; d--) {
+        stride[d] = s;
+        s *= shape.dims[d];
+    }
+    return tensor_view_raw(x, shape.ndim, shape.dims, stride, x->offset);
+}
+
+Tensor *op_reshape(Tensor *x, Shape shape) {
+    shape = resolve_shape("reshape", x, shape);
+    Tensor *source = tensor_is_contiguous(x) ? x : contiguous(x);
+    return record_reshape_like(contiguous_view(source, shape), x, "reshape");
+}
+
+Tensor *op_view(Tensor *x, Shape shape) {
+    shape = resolve_shape("view", x, shape);
+    if (!tensor_is_contiguous(x)) tensor_fatal("view", "the tensor is not contiguous; use op_reshape (which copies)");
+    return record_reshape_like(contiguous_view(x, shape), x, "view");
+}
+
+static void permute_backward(AutogradNode *node, Tensor *g) {
+    int inverse[TENSOR_MAX_DIMS];
+    for (int d = 0; d < g->ndim; d++) inverse[node->ints[d]] = d;
+    autograd_pass_grad(node, 0, op_permute(g, inverse));
+}
+
+Tensor *op_permute(Tensor *x, const int *dims) {
+    int64_t shape[TENSOR_MAX_DIMS], stride[TENSOR_MAX_DIMS];
+    bool seen[TENSOR_MAX_DIMS] = {0};
+    int normalized[TENSOR_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) {
+        int source = tensor_normalize_dim(x, dims[d]);
+        if (seen[source]) tensor_fatal("permute", "dimension %d appears twice", dims[d]);
+        seen[source] = true;
+        normalized[d] = source;
+        shape[d] = x->shape[source];
+        stride[d] = x->stride[source];
+    }
+    Tensor *out = tensor_view_raw(x, x->ndim, shape, stride, x->offset);
+    if (autograd_needed(1, &x)) {
+        AutogradNode *node = autograd_record(out, "permute", permute_backward, 1, &x);
+        for (int d = 0; d < x->ndim; d++) node->ints[d] = normalized[d];
+    }
+    return out;
+}
+
+Tensor *op_transpose(Tensor *x, int dim0, int dim1) {
+    int dims[TENSOR_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) dims[d] = d;
+    dim0 = tensor_normalize_dim(x, dim0);
+    dim1 = tensor_normalize_dim(x, dim1);
+    dims[dim0] = dim1;
+    dims[dim1] = dim0;
+    return op_permute(x, dims);
+}
+
+static void narrow_backward(AutogradNode *node, Tensor *g) {
+    Tensor *x = node->inputs[0];
+    Tensor *grad_x = tensor_zeros(g->dtype, tensor_shape(x));
+    int dim = (int)node->ints[0];
+    int64_t shape[TENSOR_MAX_DIMS];
+    memcpy(shape, grad_x->shape, sizeof shape);
+    shape[dim] = node->ints[2];
+    Tensor *window = tensor_view_raw(grad_x, grad_x->ndim, shape, grad_x->stride, node->ints[1] * grad_x->stride[dim]);
+    tensor_copy_raw(window, g);
+    autograd_pass_grad(node, 0, grad_x);
+}
+
+Tensor *op_narrow(Tensor *x, int dim, int64_t start, int64_t length) {
+    dim = tensor_normalize_dim(x, dim);
+    if (start < 0) start += x->shape[dim];
+    if (start < 0 || length < 0 || start + length > x->shape[dim])
+        tensor_fatal("narrow", "range [%lld, %lld) outside dimension %d of size %lld", (long long)start,
+                     (long long)(start + length), dim, (long long)x->shape[dim]);
+    int64_t shape[TENSOR_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[dim] = length;
+    Tensor *out = tensor_view_raw(x, x->ndim, shape, x->stride, x->offset + start * x->stride[dim]);
+    if (autograd_needed(1, &x)) {
+        AutogradNode *node = autograd_record(out, "narrow", narrow_backward, 1, &x);
+        node->ints[0] = dim;
+        node->ints[1] = start;
+        node->ints[2] = length;
+    }
+    return out;
+}
+
+Tensor *op_select(Tensor *x, int dim, int64_t index) {
+    dim = tensor_normalize_dim(x, dim);
+    return op_squeeze(op_narrow(x, dim, index, 1), dim);
+}
+
+static void expand_backward(AutogradNode *node, Tensor *g) {
+    autograd_pass_grad(node, 0, op_sum_to_shape(g, tensor_shape(node->inputs[0])));
+}
+
+Tensor *op_expand(Tensor *x, Shape shape) {
+    if (shape.ndim < x->ndim) tensor_fatal("expand", "target has fewer dimensions than the tensor");
+    int64_t stride[TENSOR_MAX_DIMS];
+    for (int i = 0; i < shape.ndim; i++) {
+        int d = x->ndim - shape.ndim + i;
+        if (d < 0) {
+            stride[i] = 0;
+            continue;
+        }
+        if (shape.dims[i] == -1) shape.dims[i] = x->shape[d];
+        if (x->shape[d] == shape.dims[i]) {
+            stride[i] = x->stride[d];
+        } else if (x->shape[d] == 1) {
+            stride[i] = 0;
+        } else {
+            char a[96], b[96];
+            tensor_fatal("expand", "cannot expand %s to %s", tensor_shape_string(x, a, sizeof a), shape_string(shape, b, sizeof b));
+        }
+    }
+    Tensor *out = tensor_view_raw(x, shape.ndim, shape.dims, stride, x->offset);
+    if (autograd_needed(1, &x)) autograd_record(out, "expand", expand_backward, 1, &x);
+    return out;
+}
+
+Tensor *op_squeeze(Tensor *x, int dim) {
+    dim = tensor_normalize_dim(x, dim);
+    if (x->shape[dim] != 1) tensor_fatal("squeeze", "dimension %d has size %lld, not 1", dim, (long long)x->shape[dim]);
+    int64_t shape[TENSOR_MAX_DIMS], stride[TENSOR_MAX_DIMS];
+    int n = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (d == dim) continue;
+        shape[n] = x->shape[d];
+        stride[n++] = x->stride[d];
+    }
+    return record_reshape_like(tensor_view_raw(x, n, shape, stride, x->offset), x, "squeeze");
+}
+
+Tensor *op_unsqueeze(Tensor *x, int dim) {
+    if (dim < 0) dim += x->ndim + 1;
+    if (dim < 0 || dim > x->ndim || x->ndim >= TENSOR_MAX_DIMS)
+        tensor_fatal("unsqueeze", "dimension %d out of range for a %d-dimensional tensor", dim, x->ndim);
+    int64_t shape[TENSOR_MAX_DIMS], stride[TENSOR_MAX_DIMS];
+    int n = 0;
+    for (int d = 0; d <= x->ndim; d++) {
+        if (d == dim) {
+            shape[n] = 1;
+            stride[n++] = d < x->ndim ? x->stride[d] * x->shape[d] : 1;
+        }
+        if (d < x->ndim) {
+            shape[n] = x->shape[d];
+            stride[n++] = x->stride[d];
+        }
+    }
+    return record_reshape_like(tensor_view_raw(x, n, shape, stride, x->offset), x, "unsqueeze");
+}
+
+Tensor *op_flatten(Tensor *x, int start_dim, int end_dim) {
+    if (x->ndim == 0) return op_reshape(x, SHAPE(1));
+    start_dim = tensor_normalize_dim(x, start_dim);
+    end_dim = tensor_normalize_dim(x, end_dim);
+    Shape shape = {0};
+    for (int d = 0; d < x->ndim; d++) {
+        if (d > start_dim && d <= end_dim)
+            shape.dims[shape.ndim - 1] *= x->shape[d];
+        else
+            shape.dims[shape.ndim++] = x->shape[d];
+    }
+    return op_reshape(x, shape);
+}
+
+static void identity_backward(AutogradNode *node, Tensor *g) { autograd_pass_grad(node, 0, g); }
+
+Tensor *op_contiguous(Tensor *x) {
+    if (tensor_is_contiguous(x)) return x;
+    return op_clone(x);
+}
+
+Tensor *op_clone(Tensor *x) {
+    Tensor *out = tensor_empty(x->dtype, tensor_shape(x));
+    tensor_copy_raw(out, x);
+    if (autograd_needed(1, &x)) autograd_record(out, "clone", identity_backward, 1, &x);
+    return out;
+}
+
+static void to_dtype_backward(AutogradNode *node, Tensor *g) {
+    autograd_pass_grad(node, 0, op_to_dtype(g, node->inputs[0]->dtype));
+}
+
+Tensor *op_to_dtype(Tensor *x, DType dtype) {
+    if (x->dtype == dtype) return x;
+    Tensor *out = tensor_empty(dtype, tensor_shape(x));
+    tensor_copy_raw(out, x);
+    if (dtype_is_float(dtype) && autograd_needed(1, &x)) autograd_record(out, "to_dtype", to_dtype_backward, 1, &x);
+    return out;
+}

@@ -1,0 +1,339 @@
+#include "engine/tensor.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/autograd.h"
+
+// ---------------------------------------------------------------- errors
+
+_Noreturn void tensor_fatal(const char *op, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "error: %s: ", op);
+    vfprintf(stderr, fmt, args);
+    fprintf(stderr, "\n");
+    va_end(args);
+    exit(2);
+}
+
+// ---------------------------------------------------------------- scopes
+// The open scopes share one stack of owned tensors; a scope is the stack height at its begin.
+// Thread-local so that worker threads (data loading) cannot drain each other's tensors.
+
+static _Thread_local Tensor **scope_stack;
+static _Thread_local int64_t scope_size, scope_capacity;
+
+static void scope_push(Tensor *t) {
+    if (scope_size == scope_capacity) {
+        scope_capacity = scope_capacity ? scope_capacity * 2 : 1024;
+        scope_stack = realloc(scope_stack, (size_t)scope_capacity * sizeof(Tensor *));
+        if (!scope_stack) tensor_fatal("tensor", "out of memory growing the scope stack");
+    }
+    scope_stack[scope_size++] = t;
+}
+
+TensorScope tensor_scope_begin(void) { return scope_size; }
+
+void tensor_scope_end(TensorScope scope) {
+    // Release newest first: an output is released before the inputs its graph node holds.
+    while (scope_size > scope) tensor_release(scope_stack[--scope_size]);
+}
+
+Tensor *tensor_keep(Tensor *t) {
+    if (t) t->refcount++;
+    return t;
+}
+
+void tensor_release(Tensor *t) {
+    if (!t) return;
+    if (--t->refcount > 0) return;
+    if (t->node) autograd_node_release(t->node, t);
+    tensor_release(t->grad);
+    storage_release(t->storage);
+    free(t);
+}
+
+// ---------------------------------------------------------------- storage
+
+static _Thread_local Device default_device = {DEVICE_CPU, 0};
+
+Device device_cpu(void) { return (Device){DEVICE_CPU, 0}; }
+Device tensor_default_device(void) { return default_device; }
+void tensor_set_default_device(Device device) { default_device = device; }
+
+Storage *storage_new(size_t nbytes, Device device) {
+    if (device.kind != DEVICE_CPU) tensor_fatal("storage_new", "only the cpu device is available in this build");
+    Storage *s = calloc(1, sizeof(Storage));
+    size_t rounded = (nbytes + 63) & ~(size_t)63;
+    s->data = aligned_alloc(64, rounded ? rounded : 64);
+    if (!s || !s->data) tensor_fatal("storage_new", "out of memory allocating %zu bytes", nbytes);
+    s->nbytes = nbytes;
+    s->refcount = 1;
+    s->device = device;
+    s->owns_data = true;
+    return s;
+}
+
+void storage_release(Storage *s) {
+    if (!s || --s->refcount > 0) return;
+    if (s->owns_data) free(s->data);
+    free(s);
+}
+
+// ---------------------------------------------------------------- creation
+
+static void set_contiguous_strides(Tensor *t) {
+    int64_t stride = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        t->stride[d] = stride;
+        stride *= t->shape[d];
+    }
+}
+
+static Tensor *tensor_alloc_header(DType dtype, Shape shape) {
+    if (shape.ndim < 0 || shape.ndim > TENSOR_MAX_DIMS)
+        tensor_fatal("tensor", "%d dimensions (at most %d)", shape.ndim, TENSOR_MAX_DIMS);
+    Tensor *t = calloc(1, sizeof(Tensor));
+    if (!t) tensor_fatal("tensor", "out of memory");
+    t->dtype = dtype;
+    t->ndim = shape.ndim;
+    for (int d = 0; d < shape.ndim; d++) {
+        if (shape.dims[d] < 0) tensor_fatal("tensor", "negative dimension %lld", (long long)shape.dims[d]);
+        t->shape[d] = shape.dims[d];
+    }
+    set_contiguous_strides(t);
+    t->refcount = 1;
+    scope_push(t);
+    return t;
+}
+
+Tensor *tensor_empty(DType dtype, Shape shape) {
+    Tensor *t = tensor_alloc_header(dtype, shape);
+    t->storage = storage_new((size_t)shape_numel(shape) * dtype_size(dtype), default_device);
+    return t;
+}
+
+Tensor *tensor_zeros(DType dtype, Shape shape) {
+    Tensor *t = tensor_empty(dtype, shape);
+    memset(t->storage->data, 0, t->storage->nbytes);
+    return t;
+}
+
+Tensor *tensor_full(DType dtype, Shape shape, double value) {
+    Tensor *t = tensor_empty(dtype, shape);
+    tensor_fill_raw(t, value);
+    return t;
+}
+
+Tensor *tensor_from_data(DType dtype, Shape shape, const void *data) {
+    Tensor *t = tensor_empty(dtype, shape);
+    memcpy(t->storage->data, data, t->storage->nbytes);
+    return t;
+}
+
+Tensor *tensor_scalar(DType dtype, double value) { return tensor_full(dtype, SHAPE(), value); }
+
+Tensor *tensor_arange(DType dtype, int64_t n) {
+    Tensor *t = tensor_empty(dtype, SHAPE(n));
+    for (int64_t i = 0; i < n; i++) dtype_store(t->storage->data, dtype, i, (double)i);
+    return t;
+}
+
+Tensor *tensor_empty_like(const Tensor *t) { return tensor_empty(t->dtype, tensor_shape(t)); }
+Tensor *tensor_zeros_like(const Tensor *t) { return tensor_zeros(t->dtype, tensor_shape(t)); }
+
+Tensor *tensor_wrap(DType dtype, Shape shape, void *data) {
+    Tensor *t = tensor_alloc_header(dtype, shape);
+    Storage *s = calloc(1, sizeof(Storage));
+    s->data = data;
+    s->nbytes = (size_t)shape_numel(shape) * dtype_size(dtype);
+    s->refcount = 1;
+    s->device = device_cpu();
+    s->owns_data = false;
+    t->storage = s;
+    return t;
+}
+
+Tensor *tensor_over_storage(Storage *storage, DType dtype, Shape shape, int64_t offset) {
+    if ((size_t)(offset + shape_numel(shape)) * dtype_size(dtype) > storage->nbytes)
+        tensor_fatal("tensor_over_storage", "range ends beyond the storage");
+    Tensor *t = tensor_alloc_header(dtype, shape);
+    storage->refcount++;
+    t->storage = storage;
+    t->offset = offset;
+    return t;
+}
+
+// ---------------------------------------------------------------- queries
+
+int64_t shape_numel(Shape shape) {
+    int64_t n = 1;
+    for (int d = 0; d < shape.ndim; d++) n *= shape.dims[d];
+    return n;
+}
+
+int64_t tensor_numel(const Tensor *t) {
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+Shape tensor_shape(const Tensor *t) {
+    Shape s = {.ndim = t->ndim};
+    for (int d = 0; d < t->ndim; d++) s.dims[d] = t->shape[d];
+    return s;
+}
+
+bool shape_equal(Shape a, Shape b) {
+    if (a.ndim != b.ndim) return false;
+    for (int d = 0; d < a.ndim; d++)
+        if (a.dims[d] != b.dims[d]) return false;
+    return true;
+}
+
+bool tensor_same_shape(const Tensor *a, const Tensor *b) { return shape_equal(tensor_shape(a), tensor_shape(b)); }
+
+bool tensor_is_contiguous(const Tensor *t) {
+    int64_t stride = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && t->stride[d] != stride) return false;
+        stride *= t->shape[d];
+    }
+    return true;
+}
+
+void *tensor_data(const Tensor *t) { return (char *)t->storage->data + t->offset * (int64_t)dtype_size(t->dtype); }
+
+int tensor_normalize_dim(const Tensor *t, int dim) {
+    int ndim = t->ndim;
+    int normalized = dim < 0 ? dim + ndim : dim;
+    if (normalized < 0 || normalized >= (ndim ? ndim : 1))
+        tensor_fatal("dim", "dimension %d out of range for a %d-dimensional tensor", dim, ndim);
+    return normalized;
+}
+
+char *shape_string(Shape shape, char *buf, size_t size) {
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < shape.ndim && used < size; d++)
+        used += (size_t)snprintf(buf + used, size - used, d ? ", %lld" : "%lld", (long long)shape.dims[d]);
+    if (used < size) snprintf(buf + used, size - used, "]");
+    return buf;
+}
+
+char *tensor_shape_string(const Tensor *t, char *buf, size_t size) { return shape_string(tensor_shape(t), buf, size); }
+
+void tensor_set_name(Tensor *t, const char *name) { snprintf(t->name, sizeof t->name, "%s", name); }
+
+// Storage index of the element at a row-major flat index of the logical shape.
+static int64_t storage_index(const Tensor *t, int64_t flat) {
+    int64_t index = t->offset;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        int64_t coordinate = flat % t->shape[d];
+        flat /= t->shape[d];
+        index += coordinate * t->stride[d];
+    }
+    return index;
+}
+
+double tensor_get(const Tensor *t, int64_t flat) { return dtype_load(t->storage->data, t->dtype, storage_index(t, flat)); }
+
+void tensor_set(Tensor *t, int64_t flat, double value) { dtype_store(t->storage->data, t->dtype, storage_index(t, flat), value); }
+
+double tensor_item(const Tensor *t) {
+    if (tensor_numel(t) != 1) tensor_fatal("item", "tensor has %lld elements, expected 1", (long long)tensor_numel(t));
+    return tensor_get(t, 0);
+}
+
+// ---------------------------------------------------------------- raw layout helpers
+
+Tensor *tensor_view_raw(Tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
+    Tensor *v = calloc(1, sizeof(Tensor));
+    if (!v) tensor_fatal("view", "out of memory");
+    v->dtype = t->dtype;
+    v->ndim = ndim;
+    memcpy(v->shape, shape, (size_t)ndim * sizeof(int64_t));
+    memcpy(v->stride, stride, (size_t)ndim * sizeof(int64_t));
+    v->offset = offset;
+    v->storage = t->storage;
+    t->storage->refcount++;
+    v->refcount = 1;
+    scope_push(v);
+    return v;
+}
+
+// Walks all elements of `shape` in row-major order, calling body with the storage index into each
+// of up to 3 strided operands. Inner dimension handled as a tight loop.
+typedef struct {
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    int64_t stride[3][TENSOR_MAX_DIMS];
+} StridedLoop;
+
+void tensor_copy_raw(Tensor *dst, const Tensor *src) {
+    int64_t n = tensor_numel(dst);
+    if (n != tensor_numel(src)) tensor_fatal("copy", "element counts differ (%lld vs %lld)", (long long)n, (long long)tensor_numel(src));
+    if (dst->dtype == src->dtype && tensor_is_contiguous(dst) && tensor_is_contiguous(src)) {
+        memmove(tensor_data(dst), tensor_data(src), (size_t)n * dtype_size(dst->dtype));
+        return;
+    }
+    // Generic path: odometer over the logical shape of src, both tensors walked by their strides.
+    int64_t index[TENSOR_MAX_DIMS] = {0};
+    int64_t src_at = src->offset, dst_at = dst->offset;
+    bool same_shape = tensor_same_shape(dst, src);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t d_index = same_shape ? dst_at : storage_index(dst, i);
+        if (dst->dtype == DTYPE_F32 && src->dtype == DTYPE_F32)
+            ((float *)dst->storage->data)[d_index] = ((const float *)src->storage->data)[src_at];
+        else if (dst->dtype == DTYPE_F64 && src->dtype == DTYPE_F64)
+            ((double *)dst->storage->data)[d_index] = ((const double *)src->storage->data)[src_at];
+        else
+            dtype_store(dst->storage->data, dst->dtype, d_index, dtype_load(src->storage->data, src->dtype, src_at));
+        for (int d = src->ndim - 1; d >= 0; d--) {
+            if (++index[d] < src->shape[d]) {
+                src_at += src->stride[d];
+                if (same_shape) dst_at += dst->stride[d];
+                break;
+            }
+            src_at -= (src->shape[d] - 1) * src->stride[d];
+            if (same_shape) dst_at -= (dst->shape[d] - 1) * dst->stride[d];
+            index[d] = 0;
+        }
+    }
+}
+
+Tensor *tensor_contiguous_raw(Tensor *t) {
+    if (tensor_is_contiguous(t)) {
+        Tensor *v = tensor_view_raw(t, t->ndim, t->shape, t->stride, t->offset);
+        int64_t stride = 1;  // normalise strides of size-1 dims
+        for (int d = v->ndim - 1; d >= 0; d--) {
+            v->stride[d] = stride;
+            stride *= v->shape[d];
+        }
+        return v;
+    }
+    Tensor *c = tensor_empty(t->dtype, tensor_shape(t));
+    tensor_copy_raw(c, t);
+    return c;
+}
+
+void tensor_fill_raw(Tensor *t, double value) {
+    int64_t n = tensor_numel(t);
+    if (tensor_is_contiguous(t) && t->dtype == DTYPE_F32) {
+        float *p = tensor_f32(t), v = (float)value;
+        for (int64_t i = 0; i < n; i++) p[i] = v;
+    } else {
+        for (int64_t i = 0; i < n; i++) tensor_set(t, i, value);
+    }
+}
+
+void tensor_print(const Tensor *t, int max_elements) {
+    char buf[128];
+    printf("%s%s%s [%s]", t->name, t->name[0] ? " " : "", dtype_name(t->dtype), tensor_shape_string(t, buf, sizeof buf) + 0);
+    int64_t n = tensor_numel(t);
+    printf(" = {");
+    for (int64_t i = 0; i < n && i < max_elements; i++) printf(i ? ", %.6g" : "%.6g", tensor_get(t, i));
+    printf(n > max_elements ? ", ...}\n" : "}\n");
+}

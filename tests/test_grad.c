@@ -1,0 +1,125 @@
+// Gradient checks of every differentiable op against central finite differences in f64.
+#include "tests/check.h"
+#include "tests/gradcheck.h"
+
+TEST_MAIN_COUNTERS;
+
+#define GRAD_CASE(test_name, op_label, body, ...)                                   \
+    static Tensor *test_name##_fn(Tensor **in, void *context) {                     \
+        (void)context;                                                              \
+        return body;                                                                \
+    }                                                                               \
+    TEST(test_name) {                                                               \
+        TensorScope scope = tensor_scope_begin();                                   \
+        Tensor *in[] = {__VA_ARGS__};                                               \
+        CHECK(gradcheck(op_label, test_name##_fn, NULL, (int)(sizeof in / sizeof in[0]), in)); \
+        tensor_scope_end(scope);                                                    \
+    }
+
+#define X(shape) gradcheck_input(shape, 1.0, 0.0)
+// A u8 condition (no gradient) with a random half of the entries set.
+static Tensor *random_mask(Shape shape) {
+    Tensor *values = gradcheck_input(shape, 1.0, 0.0);
+    Tensor *mask = tensor_empty(DTYPE_U8, shape);
+    for (int64_t i = 0; i < tensor_numel(mask); i++) tensor_set(mask, i, tensor_get(values, i) > 0);
+    return mask;
+}
+#define POSITIVE(shape) gradcheck_input(shape, 0.2, 1.5)
+
+// ---- elementwise
+GRAD_CASE(grad_add_broadcast, "add", op_add(in[0], in[1]), X(SHAPE(2, 3, 4)), X(SHAPE(3, 1)))
+GRAD_CASE(grad_sub_broadcast, "sub", op_sub(in[0], in[1]), X(SHAPE(4)), X(SHAPE(2, 3, 4)))
+GRAD_CASE(grad_mul_broadcast, "mul", op_mul(in[0], in[1]), X(SHAPE(2, 1, 4)), X(SHAPE(3, 1)))
+GRAD_CASE(grad_div_broadcast, "div", op_div(in[0], in[1]), X(SHAPE(2, 3)), POSITIVE(SHAPE(3)))
+GRAD_CASE(grad_scalar_ops, "add_scalar/mul_scalar/rsub_scalar/neg",
+          op_neg(op_rsub_scalar(op_mul_scalar(op_add_scalar(in[0], 0.5), 3.0), 2.0)), X(SHAPE(5)))
+GRAD_CASE(grad_pow_scalar, "pow_scalar", op_pow_scalar(in[0], 2.5), POSITIVE(SHAPE(7)))
+GRAD_CASE(grad_exp, "exp", op_exp(in[0]), X(SHAPE(6)))
+GRAD_CASE(grad_log, "log", op_log(in[0]), POSITIVE(SHAPE(6)))
+GRAD_CASE(grad_sqrt, "sqrt", op_sqrt(in[0]), POSITIVE(SHAPE(6)))
+GRAD_CASE(grad_rsqrt, "rsqrt", op_rsqrt(in[0]), POSITIVE(SHAPE(6)))
+GRAD_CASE(grad_abs, "abs", op_abs(in[0]), X(SHAPE(9)))
+GRAD_CASE(grad_clamp, "clamp", op_clamp(in[0], -0.5, 0.7), X(SHAPE(11)))
+GRAD_CASE(grad_sigmoid, "sigmoid", op_sigmoid(in[0]), X(SHAPE(8)))
+GRAD_CASE(grad_tanh, "tanh", op_tanh(in[0]), X(SHAPE(8)))
+GRAD_CASE(grad_relu, "relu", op_relu(in[0]), X(SHAPE(9)))
+GRAD_CASE(grad_leaky_relu, "leaky_relu", op_leaky_relu(in[0], 0.1), X(SHAPE(9)))
+GRAD_CASE(grad_gelu, "gelu", op_gelu(in[0]), X(SHAPE(9)))
+GRAD_CASE(grad_gelu_tanh, "gelu_tanh", op_gelu_tanh(in[0]), X(SHAPE(9)))
+GRAD_CASE(grad_quick_gelu, "quick_gelu", op_quick_gelu(in[0]), X(SHAPE(9)))
+GRAD_CASE(grad_silu, "silu", op_silu(in[0]), X(SHAPE(9)))
+GRAD_CASE(grad_where, "where", op_where(in[0], in[1], in[2]), random_mask(SHAPE(3, 4)), X(SHAPE(3, 4)), X(SHAPE(4)))
+
+// ---- views
+static const int PERM_021[] = {0, 2, 1};
+GRAD_CASE(grad_permute, "permute", op_mul(op_permute(in[0], PERM_021), in[1]), X(SHAPE(2, 3, 4)), X(SHAPE(2, 4, 3)))
+GRAD_CASE(grad_reshape_noncontiguous, "reshape", op_reshape(op_transpose(in[0], 0, 1), SHAPE(-1)), X(SHAPE(3, 4)))
+GRAD_CASE(grad_narrow, "narrow", op_narrow(in[0], 1, 1, 2), X(SHAPE(2, 4, 3)))
+GRAD_CASE(grad_expand, "expand", op_expand(in[0], SHAPE(2, 3, 4)), X(SHAPE(3, 1)))
+GRAD_CASE(grad_squeeze_unsqueeze, "squeeze/unsqueeze/flatten/select",
+          op_flatten(op_unsqueeze(op_squeeze(op_select(in[0], 0, 1), 0), 1), 0, -1), X(SHAPE(2, 1, 3)))
+
+// ---- reductions and softmax
+static const int DIMS_0_2[] = {0, 2};
+static const int DIM_1[] = {1};
+GRAD_CASE(grad_sum_dims, "sum", op_sum(in[0], DIMS_0_2, 2, false), X(SHAPE(2, 3, 4)))
+GRAD_CASE(grad_sum_keepdim, "sum", op_sum(in[0], DIM_1, 1, true), X(SHAPE(2, 3, 4)))
+GRAD_CASE(grad_mean, "mean", op_mean(in[0], DIMS_0_2, 2, true), X(SHAPE(2, 3, 4)))
+GRAD_CASE(grad_var, "var", op_var(in[0], DIM_1, 1, 1, false), X(SHAPE(2, 5, 3)))
+GRAD_CASE(grad_max, "max", op_max(in[0], 1, false), X(SHAPE(3, 5, 2)))
+GRAD_CASE(grad_logsumexp, "logsumexp", op_logsumexp(in[0], -1, false), X(SHAPE(3, 5)))
+GRAD_CASE(grad_softmax_last, "softmax", op_softmax(in[0], -1), X(SHAPE(3, 5)))
+GRAD_CASE(grad_softmax_middle, "softmax", op_softmax(in[0], 1), X(SHAPE(2, 4, 3)))
+GRAD_CASE(grad_log_softmax, "log_softmax", op_log_softmax(in[0], 1), X(SHAPE(2, 4, 3)))
+
+// ---- linear algebra
+GRAD_CASE(grad_matmul_2d, "matmul", op_matmul(in[0], in[1]), X(SHAPE(3, 4)), X(SHAPE(4, 5)))
+GRAD_CASE(grad_matmul_batched_broadcast, "matmul", op_matmul(in[0], in[1]), X(SHAPE(2, 1, 3, 4)), X(SHAPE(3, 4, 2)))
+GRAD_CASE(grad_matmul_vector, "matmul", op_matmul(in[0], in[1]), X(SHAPE(4)), X(SHAPE(2, 4, 3)))
+GRAD_CASE(grad_matmul_fold, "matmul", op_matmul(in[0], in[1]), X(SHAPE(2, 3, 4)), X(SHAPE(4, 2)))
+GRAD_CASE(grad_linear, "linear", op_linear(in[0], in[1], in[2]), X(SHAPE(2, 3, 4)), X(SHAPE(5, 4)), X(SHAPE(5)))
+
+int main(void) {
+    RUN_TEST(grad_add_broadcast);
+    RUN_TEST(grad_sub_broadcast);
+    RUN_TEST(grad_mul_broadcast);
+    RUN_TEST(grad_div_broadcast);
+    RUN_TEST(grad_scalar_ops);
+    RUN_TEST(grad_pow_scalar);
+    RUN_TEST(grad_exp);
+    RUN_TEST(grad_log);
+    RUN_TEST(grad_sqrt);
+    RUN_TEST(grad_rsqrt);
+    RUN_TEST(grad_abs);
+    RUN_TEST(grad_clamp);
+    RUN_TEST(grad_sigmoid);
+    RUN_TEST(grad_tanh);
+    RUN_TEST(grad_relu);
+    RUN_TEST(grad_leaky_relu);
+    RUN_TEST(grad_gelu);
+    RUN_TEST(grad_gelu_tanh);
+    RUN_TEST(grad_quick_gelu);
+    RUN_TEST(grad_silu);
+    RUN_TEST(grad_where);
+    RUN_TEST(grad_permute);
+    RUN_TEST(grad_reshape_noncontiguous);
+    RUN_TEST(grad_narrow);
+    RUN_TEST(grad_expand);
+    RUN_TEST(grad_squeeze_unsqueeze);
+    RUN_TEST(grad_sum_dims);
+    RUN_TEST(grad_sum_keepdim);
+    RUN_TEST(grad_mean);
+    RUN_TEST(grad_var);
+    RUN_TEST(grad_max);
+    RUN_TEST(grad_logsumexp);
+    RUN_TEST(grad_softmax_last);
+    RUN_TEST(grad_softmax_middle);
+    RUN_TEST(grad_log_softmax);
+    RUN_TEST(grad_matmul_2d);
+    RUN_TEST(grad_matmul_batched_broadcast);
+    RUN_TEST(grad_matmul_vector);
+    RUN_TEST(grad_matmul_fold);
+    RUN_TEST(grad_linear);
+    printf("gradient-checked ops: %s\n", gradcheck_checked_ops());
+    return test_summary();
+}
