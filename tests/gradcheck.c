@@ -13,6 +13,16 @@ Tensor *gradcheck_input(Shape shape, double scale, double shift) {
     return tensor_requires_grad(t);
 }
 
+static bool already_listed(const char *name) {
+    size_t length = strlen(name);
+    for (const char *at = strstr(checked_ops, name); at; at = strstr(at + 1, name)) {
+        bool starts = at == checked_ops || at[-1] == ' ';
+        bool ends = at[length] == ',' || at[length] == 0;
+        if (starts && ends) return true;
+    }
+    return false;
+}
+
 const char *gradcheck_checked_ops(void) { return checked_ops; }
 
 static double probe_loss(GradcheckFn fn, void *context, Tensor **inputs, Tensor *weights) {
@@ -70,7 +80,7 @@ bool gradcheck(const char *name, GradcheckFn fn, void *context, int n_inputs, Te
             inputs[i]->grad = NULL;
         }
     tensor_scope_end(scope);
-    if (ok && !strstr(checked_ops, name)) {
+    if (ok && !already_listed(name)) {
         size_t used = strlen(checked_ops);
         snprintf(checked_ops + used, sizeof checked_ops - used, "%s%s", used ? ", " : "", name);
     }

@@ -79,6 +79,77 @@ GRAD_CASE(grad_matmul_vector, "matmul", op_matmul(in[0], in[1]), X(SHAPE(4)), X(
 GRAD_CASE(grad_matmul_fold, "matmul", op_matmul(in[0], in[1]), X(SHAPE(2, 3, 4)), X(SHAPE(4, 2)))
 GRAD_CASE(grad_linear, "linear", op_linear(in[0], in[1], in[2]), X(SHAPE(2, 3, 4)), X(SHAPE(5, 4)), X(SHAPE(5)))
 
+// ---- joining and indexing
+static Tensor *index_tensor(Shape shape, const int64_t *values) { return tensor_from_data(DTYPE_I64, shape, values); }
+static Tensor *concat3(Tensor **in) { return op_concat(in, 3, 1); }
+static Tensor *stack2(Tensor **in) { return op_stack(in, 2, 1); }
+static Tensor *split_product(Tensor **in) {
+    Tensor *parts[3];
+    const int64_t sizes[3] = {1, 3, 1};
+    op_split(in[0], sizes, 3, 1, parts);
+    return op_add(op_mul(parts[0], parts[2]), op_sum(parts[1], (int[]){1}, 1, true));
+}
+static const int64_t GATHER_INDEX[] = {2, 0, 1, 2, 2, 1};
+static const int64_t SELECT_INDEX[] = {3, 0, 3, 1};
+static const int64_t TOKEN_INDEX[] = {1, 4, 1, 0, 2, 4};
+GRAD_CASE(grad_concat, "concat", concat3(in), X(SHAPE(2, 1, 3)), X(SHAPE(2, 4, 3)), X(SHAPE(2, 2, 3)))
+GRAD_CASE(grad_stack, "stack", stack2(in), X(SHAPE(2, 3)), X(SHAPE(2, 3)))
+GRAD_CASE(grad_split, "split", split_product(in), X(SHAPE(2, 5)))
+GRAD_CASE(grad_gather, "gather", op_gather(in[0], 1, index_tensor(SHAPE(2, 3), GATHER_INDEX)), X(SHAPE(2, 4)))
+GRAD_CASE(grad_index_select, "index_select", op_index_select(in[0], 1, index_tensor(SHAPE(4), SELECT_INDEX)), X(SHAPE(2, 5, 3)))
+GRAD_CASE(grad_embedding, "embedding", op_embedding(in[0], index_tensor(SHAPE(2, 3), TOKEN_INDEX)), X(SHAPE(5, 4)))
+GRAD_CASE(grad_masked_fill, "masked_fill", op_masked_fill(in[1], in[0], -3.0), random_mask(SHAPE(3, 1)), X(SHAPE(3, 4)))
+
+// ---- losses
+static const int64_t TARGETS[] = {2, 0, 4, 1};
+static const int64_t TARGETS_IGNORED[] = {2, -100, 4, 1};
+static const int64_t TARGETS_SPATIAL[] = {0, 2, 1, 1, 2, 0, 0, 1, 2, 2, 1, 0};
+static Tensor *ce_with(Tensor **in, double smoothing, bool class_weights, bool ignore, bool sample_weights, Reduction reduction) {
+    CrossEntropyOptions options = cross_entropy_defaults();
+    options.label_smoothing = smoothing;
+    options.reduction = reduction;
+    if (class_weights) options.class_weight = tensor_from_data(DTYPE_F64, SHAPE(5), (double[]){0.5, 1.0, 2.0, 1.5, 0.25});
+    if (sample_weights) options.sample_weight = tensor_from_data(DTYPE_F64, SHAPE(4), (double[]){1.0, 0.5, 2.0, 0.0});
+    if (ignore) options.ignore_index = -100;
+    return op_cross_entropy(in[0], index_tensor(SHAPE(4), ignore ? TARGETS_IGNORED : TARGETS), options);
+}
+static Tensor *ce_spatial(Tensor **in) {
+    return op_cross_entropy(in[0], index_tensor(SHAPE(2, 2, 3), TARGETS_SPATIAL), cross_entropy_defaults());
+}
+GRAD_CASE(grad_cross_entropy, "cross_entropy", ce_with(in, 0, false, false, false, REDUCTION_MEAN), X(SHAPE(4, 5)))
+GRAD_CASE(grad_cross_entropy_all_options, "cross_entropy", ce_with(in, 0.1, true, true, true, REDUCTION_MEAN), X(SHAPE(4, 5)))
+GRAD_CASE(grad_cross_entropy_none, "cross_entropy", ce_with(in, 0.2, true, false, false, REDUCTION_NONE), X(SHAPE(4, 5)))
+GRAD_CASE(grad_cross_entropy_spatial, "cross_entropy", ce_spatial(in), X(SHAPE(2, 3, 2, 3)))
+GRAD_CASE(grad_cross_entropy_soft, "cross_entropy_soft", op_cross_entropy_soft(in[0], op_softmax(in[1], 1), REDUCTION_MEAN), X(SHAPE(3, 4)), X(SHAPE(3, 4)))
+GRAD_CASE(grad_bce_with_logits, "bce_with_logits", op_bce_with_logits(in[0], op_sigmoid(in[1]), in[2], REDUCTION_MEAN), X(SHAPE(3, 4)), X(SHAPE(3, 4)), POSITIVE(SHAPE(4)))
+GRAD_CASE(grad_mse_loss, "mse_loss", op_mse_loss(in[0], in[1], REDUCTION_MEAN), X(SHAPE(3, 4)), X(SHAPE(3, 4)))
+GRAD_CASE(grad_l1_loss, "l1_loss", op_l1_loss(in[0], in[1], REDUCTION_SUM), X(SHAPE(3, 4)), X(SHAPE(3, 4)))
+GRAD_CASE(grad_kl_div, "kl_div", op_kl_div(op_log_softmax(in[0], 1), op_softmax(in[1], 1), REDUCTION_BATCHMEAN, false), X(SHAPE(3, 4)), X(SHAPE(3, 4)))
+GRAD_CASE(grad_kl_div_log_target, "kl_div", op_kl_div(op_log_softmax(in[0], 1), op_log_softmax(in[1], 1), REDUCTION_BATCHMEAN, true), X(SHAPE(3, 4)), X(SHAPE(3, 4)))
+GRAD_CASE(grad_entropy, "entropy", op_entropy(in[0], REDUCTION_MEAN), X(SHAPE(3, 5)))
+// Gradient reversal is deliberately not the derivative: forward is the identity, backward -lambda * g.
+TEST(grad_grad_reverse) {
+    TensorScope scope = tensor_scope_begin();
+    Tensor *x = X(SHAPE(4));
+    Tensor *w = tensor_from_data(DTYPE_F64, SHAPE(4), (double[]){1.0, -2.0, 0.5, 3.0});
+    Tensor *y = op_grad_reverse(x, 0.7);
+    for (int i = 0; i < 4; i++) CHECK(tensor_get(y, i) == tensor_get(x, i));
+    tensor_backward(op_sum_all(op_mul(y, w)), NULL);
+    for (int i = 0; i < 4; i++) CHECK_CLOSE(tensor_get(x->grad, i), -0.7 * tensor_get(w, i), 1e-15, 0);
+    tensor_scope_end(scope);
+}
+
+// ---- attention
+static Tensor *attention_masked(Tensor **in) {
+    Tensor *mask = tensor_empty(DTYPE_U8, SHAPE(3, 4));
+    for (int64_t i = 0; i < 12; i++) ((uint8_t *)tensor_data(mask))[i] = (i % 3) != 1;
+    return op_scaled_dot_product_attention(in[0], in[1], in[2], mask, false, 0);
+}
+GRAD_CASE(grad_attention, "attention", op_scaled_dot_product_attention(in[0], in[1], in[2], NULL, false, 0), X(SHAPE(2, 3, 4)), X(SHAPE(2, 5, 4)), X(SHAPE(2, 5, 2)))
+GRAD_CASE(grad_attention_causal, "attention", op_scaled_dot_product_attention(in[0], in[1], in[2], NULL, true, 0.3), X(SHAPE(2, 1, 4, 3)), X(SHAPE(2, 1, 4, 3)), X(SHAPE(2, 1, 4, 3)))
+GRAD_CASE(grad_attention_bool_mask, "attention", attention_masked(in), X(SHAPE(2, 3, 4)), X(SHAPE(2, 4, 4)), X(SHAPE(2, 4, 3)))
+GRAD_CASE(grad_attention_additive_mask, "attention", op_scaled_dot_product_attention(in[0], in[1], in[2], in[3], false, 0), X(SHAPE(1, 3, 2)), X(SHAPE(1, 4, 2)), X(SHAPE(1, 4, 2)), X(SHAPE(3, 4)))
+
 int main(void) {
     RUN_TEST(grad_add_broadcast);
     RUN_TEST(grad_sub_broadcast);
@@ -120,6 +191,29 @@ int main(void) {
     RUN_TEST(grad_matmul_vector);
     RUN_TEST(grad_matmul_fold);
     RUN_TEST(grad_linear);
+    RUN_TEST(grad_concat);
+    RUN_TEST(grad_stack);
+    RUN_TEST(grad_split);
+    RUN_TEST(grad_gather);
+    RUN_TEST(grad_index_select);
+    RUN_TEST(grad_embedding);
+    RUN_TEST(grad_masked_fill);
+    RUN_TEST(grad_cross_entropy);
+    RUN_TEST(grad_cross_entropy_all_options);
+    RUN_TEST(grad_cross_entropy_none);
+    RUN_TEST(grad_cross_entropy_spatial);
+    RUN_TEST(grad_cross_entropy_soft);
+    RUN_TEST(grad_bce_with_logits);
+    RUN_TEST(grad_mse_loss);
+    RUN_TEST(grad_l1_loss);
+    RUN_TEST(grad_kl_div);
+    RUN_TEST(grad_kl_div_log_target);
+    RUN_TEST(grad_entropy);
+    RUN_TEST(grad_grad_reverse);
+    RUN_TEST(grad_attention);
+    RUN_TEST(grad_attention_causal);
+    RUN_TEST(grad_attention_bool_mask);
+    RUN_TEST(grad_attention_additive_mask);
     printf("gradient-checked ops: %s\n", gradcheck_checked_ops());
     return test_summary();
 }

@@ -1,0 +1,197 @@
+// Losses. Most are compositions of differentiable ops, so their gradients come from autograd;
+// binary cross-entropy with logits has its own numerically stable kernel.
+#include <float.h>
+#include <string.h>
+
+#include "engine/ops_internal.h"
+
+CrossEntropyOptions cross_entropy_defaults(void) {
+    return (CrossEntropyOptions){.reduction = REDUCTION_MEAN, .label_smoothing = 0, .ignore_index = INT64_MIN};
+}
+
+// Reduces per-element losses: mean over all elements, sum, none, or sum / batch size.
+static Tensor *reduce_loss(Tensor *loss, Reduction reduction, int64_t batch) {
+    switch (reduction) {
+    case REDUCTION_MEAN: return op_mean_all(loss);
+    case REDUCTION_SUM: return op_sum_all(loss);
+    case REDUCTION_BATCHMEAN: return op_mul_scalar(op_sum_all(loss), 1.0 / (double)(batch > 0 ? batch : 1));
+    case REDUCTION_NONE:
+    default: return loss;
+    }
+}
+
+// Moves the class dim (1) last and flattens: [B, N, d1, ...] -> [B*d1*..., N].
+static Tensor *classes_last(Tensor *logits) {
+    if (logits->ndim == 2) return logits;
+    int order[TENSOR_MAX_DIMS], n = 0;
+    order[n++] = 0;
+    for (int d = 2; d < logits->ndim; d++) order[n++] = d;
+    order[n++] = 1;
+    return op_reshape(op_permute(logits, order), SHAPE(-1, logits->shape[1]));
+}
+
+Tensor *op_cross_entropy(Tensor *logits, Tensor *target, CrossEntropyOptions options) {
+    check_float_input("cross_entropy", logits);
+    if (logits->ndim < 2) tensor_fatal("cross_entropy", "logits must be [B, N, ...], got %d dims", logits->ndim);
+    if (target->dtype != DTYPE_I64 && target->dtype != DTYPE_I32)
+        tensor_fatal("cross_entropy", "targets must be integer class indices (i64), got %s; use op_cross_entropy_soft for probabilities",
+                     dtype_name(target->dtype));
+    int64_t classes = logits->shape[1];
+    Tensor *scores = classes_last(logits);
+    int64_t rows = scores->shape[0];
+    if (tensor_numel(target) != rows) {
+        char a[96], b[96];
+        tensor_fatal("cross_entropy", "target shape %s does not match logits %s", tensor_shape_string(target, a, sizeof a),
+                     tensor_shape_string(logits, b, sizeof b));
+    }
+    if (options.class_weight && tensor_numel(options.class_weight) != classes)
+        tensor_fatal("cross_entropy", "class weights have %lld entries for %lld classes", (long long)tensor_numel(options.class_weight), (long long)classes);
+    if (options.sample_weight && tensor_numel(options.sample_weight) != rows)
+        tensor_fatal("cross_entropy", "sample weights have %lld entries for %lld samples", (long long)tensor_numel(options.sample_weight), (long long)rows);
+
+    // Per-row constants: the class index to pick (0 where ignored) and the row's weight
+    // c_i = class_weight[t_i] * sample_weight_i (0 where ignored); the mean divides by sum c_i,
+    // which is PyTorch's normalisation (sum of class weights of the counted targets).
+    Tensor *targets = contiguous(op_reshape(target, SHAPE(-1)));
+    Tensor *picked_index = tensor_empty(DTYPE_I64, SHAPE(rows, 1));
+    Tensor *row_weight = tensor_empty(logits->dtype, SHAPE(rows));
+    double weight_sum = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t t = (int64_t)tensor_get(targets, i);
+        bool ignored = t == options.ignore_index;
+        if (!ignored && (t < 0 || t >= classes))
+            tensor_fatal("cross_entropy", "target %lld at position %lld is not a class index in [0, %lld)", (long long)t, (long long)i, (long long)classes);
+        double w = ignored ? 0.0 : 1.0;
+        if (!ignored && options.class_weight) w *= tensor_get(options.class_weight, t);
+        if (options.sample_weight) w *= tensor_get(options.sample_weight, i);
+        tensor_i64(picked_index)[i] = ignored ? 0 : t;
+        tensor_set(row_weight, i, w);
+        weight_sum += w;
+    }
+    Tensor *log_probs = op_log_softmax(scores, 1);
+    Tensor *nll = op_neg(op_reshape(op_gather(log_probs, 1, picked_index), SHAPE(rows)));  // -log p[t_i]
+    Tensor *loss = op_mul(nll, row_weight);
+    if (options.label_smoothing > 0) {
+        // Smoothing spreads eps over all classes: (1 - eps) * nll + eps/N * sum_c -w_c log p_c.
+        Tensor *class_scaled = options.class_weight ? op_mul(log_probs, op_to_dtype(op_reshape(options.class_weight, SHAPE(1, classes)), logits->dtype)) : log_probs;
+        int class_dim = 1;
+        Tensor *smooth = op_neg(op_sum(class_scaled, &class_dim, 1, false));
+        // Ignored rows contribute nothing; a row's smoothing term carries its sample weight only
+        // (the class weights are inside the sum).
+        Tensor *smooth_weight = tensor_empty(logits->dtype, SHAPE(rows));
+        for (int64_t i = 0; i < rows; i++) {
+            int64_t t = (int64_t)tensor_get(targets, i);
+            double w = t == options.ignore_index ? 0.0 : 1.0;
+            if (options.sample_weight) w *= tensor_get(options.sample_weight, i);
+            tensor_set(smooth_weight, i, w);
+        }
+        loss = op_add(op_mul_scalar(loss, 1 - options.label_smoothing),
+                      op_mul_scalar(op_mul(smooth, smooth_weight), options.label_smoothing / (double)classes));
+    }
+    switch (options.reduction) {
+    case REDUCTION_SUM: return op_sum_all(loss);
+    case REDUCTION_NONE: {
+        Shape shape = tensor_shape(target);
+        return op_reshape(loss, shape);
+    }
+    case REDUCTION_MEAN:
+    default: return op_mul_scalar(op_sum_all(loss), 1.0 / weight_sum);  // all ignored: NaN, as PyTorch
+    }
+}
+
+Tensor *op_cross_entropy_soft(Tensor *logits, Tensor *target_probs, Reduction reduction) {
+    check_float_input("cross_entropy_soft", logits);
+    check_float_input("cross_entropy_soft", target_probs);
+    if (!tensor_same_shape(logits, target_probs)) {
+        char a[96], b[96];
+        tensor_fatal("cross_entropy_soft", "target probabilities %s must have the logits' shape %s",
+                     tensor_shape_string(target_probs, a, sizeof a), tensor_shape_string(logits, b, sizeof b));
+    }
+    int class_dim = 1;
+    Tensor *loss = op_neg(op_sum(op_mul(target_probs, op_log_softmax(logits, 1)), &class_dim, 1, false));
+    return reduce_loss(loss, reduction, logits->shape[0]);
+}
+
+// ---------------------------------------------------------------- BCE with logits
+
+// loss = max(x, 0) - x t + log(1 + exp(-|x|)), the stable form of -[t log s(x) + (1-t) log(1-s(x))].
+static void bce_backward(AutogradNode *node, Tensor *g) {
+    Tensor *x = node->inputs[0], *t = node->inputs[1], *w = node->n_inputs > 2 ? node->inputs[2] : NULL;
+    Tensor *scale = w ? op_mul(g, w) : g;
+    if (autograd_input_needs_grad(node, 0)) autograd_pass_grad(node, 0, op_sum_to_shape(op_mul(scale, op_sub(op_sigmoid(x), t)), tensor_shape(x)));
+    if (autograd_input_needs_grad(node, 1)) autograd_pass_grad(node, 1, op_sum_to_shape(op_neg(op_mul(scale, x)), tensor_shape(t)));
+    if (w && autograd_input_needs_grad(node, 2)) autograd_pass_grad(node, 2, op_sum_to_shape(op_mul(g, node->saved[0]), tensor_shape(w)));
+}
+
+Tensor *op_bce_with_logits(Tensor *logits, Tensor *target, Tensor *weight, Reduction reduction) {
+    check_float_input("bce_with_logits", logits);
+    check_float_input("bce_with_logits", target);
+    if (!tensor_same_shape(logits, target)) tensor_fatal("bce_with_logits", "target and logits shapes differ");
+    Tensor *x = contiguous(logits), *t = contiguous(target), *w = NULL;
+    if (weight) {  // materialise the broadcast weight once
+        check_float_input("bce_with_logits", weight);
+        bool previous = autograd_set_enabled(false);
+        w = contiguous(op_expand(weight, tensor_shape(logits)));
+        autograd_set_enabled(previous);
+    }
+    Tensor *loss = tensor_empty_like(logits);
+    Tensor *unweighted = weight && weight->requires_grad ? tensor_empty_like(logits) : NULL;
+    int64_t n = tensor_numel(loss);
+    for (int64_t i = 0; i < n; i++) {
+        double xi = tensor_get(x, i), ti = tensor_get(t, i);
+        double value = (xi > 0 ? xi : 0) - xi * ti + log1p(exp(-fabs(xi)));
+        if (unweighted) tensor_set(unweighted, i, value);
+        tensor_set(loss, i, w ? value * tensor_get(w, i) : value);
+    }
+    Tensor *inputs[3] = {logits, target, weight};
+    int n_inputs = weight ? 3 : 2;
+    if (autograd_needed(n_inputs, inputs)) {
+        AutogradNode *node = autograd_record(loss, "bce_with_logits", bce_backward, n_inputs, inputs);
+        if (unweighted) autograd_save(node, 0, unweighted);
+    }
+    return reduce_loss(loss, reduction, logits->ndim ? logits->shape[0] : 1);
+}
+
+// ---------------------------------------------------------------- regression and divergence
+
+static void check_pair(const char *op, Tensor *a, Tensor *b) {
+    check_float_input(op, a);
+    check_float_input(op, b);
+    if (!tensor_same_shape(a, b)) {
+        char sa[96], sb[96];
+        tensor_fatal(op, "input %s and target %s shapes differ", tensor_shape_string(a, sa, sizeof sa), tensor_shape_string(b, sb, sizeof sb));
+    }
+}
+
+Tensor *op_mse_loss(Tensor *input, Tensor *target, Reduction reduction) {
+    check_pair("mse_loss", input, target);
+    Tensor *d = op_sub(input, target);
+    return reduce_loss(op_mul(d, d), reduction, input->ndim ? input->shape[0] : 1);
+}
+
+Tensor *op_l1_loss(Tensor *input, Tensor *target, Reduction reduction) {
+    check_pair("l1_loss", input, target);
+    return reduce_loss(op_abs(op_sub(input, target)), reduction, input->ndim ? input->shape[0] : 1);
+}
+
+Tensor *op_kl_div(Tensor *input, Tensor *target, Reduction reduction, bool log_target) {
+    check_pair("kl_div", input, target);
+    Tensor *pointwise;
+    if (log_target) {
+        pointwise = op_mul(op_exp(target), op_sub(target, input));
+    } else {
+        // target * (log target - input), with 0 log 0 = 0 (xlogy): clamping inside the log only
+        // changes entries whose target is 0, where the product is 0 either way.
+        double tiny = target->dtype == DTYPE_F32 ? FLT_MIN : DBL_MIN;
+        pointwise = op_mul(target, op_sub(op_log(op_clamp(target, tiny, INFINITY)), input));
+    }
+    return reduce_loss(pointwise, reduction, input->ndim ? input->shape[0] : 1);
+}
+
+Tensor *op_entropy(Tensor *logits, Reduction reduction) {
+    check_float_input("entropy", logits);
+    if (logits->ndim < 2) tensor_fatal("entropy", "logits must be [B, N, ...]");
+    int class_dim = 1;
+    Tensor *h = op_neg(op_sum(op_mul(op_softmax(logits, 1), op_log_softmax(logits, 1)), &class_dim, 1, false));
+    return reduce_loss(h, reduction, logits->shape[0]);
+}
