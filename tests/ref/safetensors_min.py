@@ -28,7 +28,7 @@ def save(path, tensors, metadata=None):
         array = tensors[name]
         if hasattr(array, "detach"):
             array = array.detach().cpu().numpy()
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # keeps 0-d scalars as shape ()
         if array.dtype == np.bool_:
             array = array.astype(np.uint8)
         data = array.astype(array.dtype.newbyteorder("<")).tobytes()
