@@ -18,7 +18,7 @@ endif
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := -fopenmp -lm -lz -lpthread $(SANFLAGS)
 
-ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c)
+ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c models/*.c diffusion/*.c adapt/*.c data/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libtailor.a
 
@@ -34,6 +34,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test bench clean
+.SECONDARY:
 all: $(LIB) $(TAILOR)
 
 $(BUILD)/%.o: %.c

@@ -1,0 +1,196 @@
+// Batch, group and layer normalisation with fused forward and analytic backward kernels
+// (engine/cpu/norm.c). Semantics follow torch.nn.functional.batch_norm / group_norm / layer_norm.
+//
+// batch_norm with training == false and no running statistics normalises with the batch statistics
+// (as torch's BatchNorm with track_running_stats=False does in eval mode).
+#include <stdlib.h>
+
+#include "engine/cpu/norm.h"
+#include "engine/ops_internal.h"
+
+// Checks an optional per-channel tensor (weight, bias, running statistics): [C], x's dtype.
+static void check_per_channel(const char *op, const char *what, Tensor *t, const Tensor *x, int64_t C) {
+    if (!t) return;
+    check_float_input(op, t);
+    if (t->dtype != x->dtype)
+        tensor_fatal(op, "%s is %s but the input is %s", what, dtype_name(t->dtype), dtype_name(x->dtype));
+    if (t->ndim != 1 || t->shape[0] != C) {
+        char st[96], sx[96];
+        tensor_fatal(op, "%s %s must be [%lld] for input %s", what, tensor_shape_string(t, st, sizeof st),
+                     (long long)C, tensor_shape_string(x, sx, sizeof sx));
+    }
+}
+
+static void *data_or_null(Tensor *t) { return t ? tensor_data(t) : NULL; }
+
+// Saved by all three: saved[0] = contiguous x, saved[1] = mean, saved[2] = rstd;
+// inputs = {x, weight, bias} (weight/bias may be NULL).
+typedef struct {
+    Tensor *dx, *dweight, *dbias;
+} NormGrads;
+
+static NormGrads norm_grads(AutogradNode *node) {
+    Tensor *x = node->saved[0];
+    NormGrads grads = {0};
+    if (autograd_input_needs_grad(node, 0)) grads.dx = tensor_empty_like(x);
+    if (autograd_input_needs_grad(node, 1)) grads.dweight = tensor_empty_like(node->inputs[1]);
+    if (autograd_input_needs_grad(node, 2)) grads.dbias = tensor_empty_like(node->inputs[2]);
+    return grads;
+}
+
+static void norm_pass_grads(AutogradNode *node, NormGrads grads) {
+    autograd_pass_grad(node, 0, grads.dx);
+    autograd_pass_grad(node, 1, grads.dweight);
+    autograd_pass_grad(node, 2, grads.dbias);
+}
+
+// [B, C, S...] -> B, C, S.
+static void channel_layout(const Tensor *x, int64_t *B, int64_t *C, int64_t *S) {
+    *B = x->shape[0];
+    *C = x->shape[1];
+    *S = 1;
+    for (int d = 2; d < x->ndim; d++) *S *= x->shape[d];
+}
+
+// ---------------------------------------------------------------- batch norm
+
+static void batch_norm_backward(AutogradNode *node, Tensor *grad_y) {
+    Tensor *x = node->saved[0], *gc = contiguous(grad_y);
+    Tensor *weight = node->inputs[1] ? contiguous(node->inputs[1]) : NULL;
+    int64_t B, C, S;
+    channel_layout(x, &B, &C, &S);
+    NormGrads grads = norm_grads(node);
+    DISPATCH_FLOAT(x, cpu_batch_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
+                   tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
+                   data_or_null(grads.dweight), data_or_null(grads.dbias), B, C, S, (int)node->ints[0]);
+    norm_pass_grads(node, grads);
+}
+
+Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean, Tensor *running_var,
+                      bool training, double momentum, double eps) {
+    const char *op = "batch_norm";
+    check_float_input(op, x);
+    char sx[96];
+    tensor_shape_string(x, sx, sizeof sx);
+    if (x->ndim < 2) tensor_fatal(op, "input %s must be [B, C] or [B, C, ...]", sx);
+    int64_t B, C, S;
+    channel_layout(x, &B, &C, &S);
+    check_per_channel(op, "weight", weight, x, C);
+    check_per_channel(op, "bias", bias, x, C);
+    check_per_channel(op, "running_mean", running_mean, x, C);
+    check_per_channel(op, "running_var", running_var, x, C);
+    if (!running_mean != !running_var) tensor_fatal(op, "give both running_mean and running_var, or neither");
+    if (training && B * S <= 1)
+        tensor_fatal(op, "expected more than 1 value per channel when training, got input %s", sx);
+    bool batch_stats = training || !running_mean;
+    Tensor *xc = contiguous(x);
+    Tensor *y = tensor_empty_like(x);
+    Tensor *mean = tensor_empty(x->dtype, SHAPE(C)), *rstd = tensor_empty(x->dtype, SHAPE(C));
+    Tensor *w = weight ? contiguous(weight) : NULL, *b = bias ? contiguous(bias) : NULL;
+    Tensor *given_mean = batch_stats ? NULL : contiguous(running_mean);
+    Tensor *given_var = batch_stats ? NULL : contiguous(running_var);
+    bool update = training && running_mean;
+    double *batch_var = update ? malloc((size_t)(C ? C : 1) * sizeof(double)) : NULL;
+    if (update && !batch_var) tensor_fatal(op, "out of memory");
+    DISPATCH_FLOAT(x, cpu_batch_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
+                   tensor_data(mean), tensor_data(rstd), batch_var, data_or_null(given_mean), data_or_null(given_var),
+                   B, C, S, eps);
+    if (update) {
+        // torch: running = (1 - momentum) running + momentum batch, with the unbiased batch variance.
+        double n = (double)(B * S);
+        for (int64_t c = 0; c < C; c++) {
+            tensor_set(running_mean, c, (1 - momentum) * tensor_get(running_mean, c) + momentum * tensor_get(mean, c));
+            tensor_set(running_var, c, (1 - momentum) * tensor_get(running_var, c) + momentum * batch_var[c] * n / (n - 1));
+        }
+        free(batch_var);
+    }
+    Tensor *inputs[3] = {x, weight, bias};
+    if (autograd_needed(3, inputs)) {
+        AutogradNode *node = autograd_record(y, op, batch_norm_backward, 3, inputs);
+        autograd_save(node, 0, xc);
+        autograd_save(node, 1, mean);
+        autograd_save(node, 2, rstd);
+        node->ints[0] = batch_stats;
+    }
+    return y;
+}
+
+// ---------------------------------------------------------------- group norm
+
+static void group_norm_backward(AutogradNode *node, Tensor *grad_y) {
+    Tensor *x = node->saved[0], *gc = contiguous(grad_y);
+    Tensor *weight = node->inputs[1] ? contiguous(node->inputs[1]) : NULL;
+    int64_t B, C, S;
+    channel_layout(x, &B, &C, &S);
+    NormGrads grads = norm_grads(node);
+    DISPATCH_FLOAT(x, cpu_group_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
+                   tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
+                   data_or_null(grads.dweight), data_or_null(grads.dbias), B, C, S, node->ints[0]);
+    norm_pass_grads(node, grads);
+}
+
+Tensor *op_group_norm(Tensor *x, int groups, Tensor *weight, Tensor *bias, double eps) {
+    const char *op = "group_norm";
+    check_float_input(op, x);
+    char sx[96];
+    tensor_shape_string(x, sx, sizeof sx);
+    if (x->ndim < 2) tensor_fatal(op, "input %s must be [B, C, ...]", sx);
+    int64_t B, C, S;
+    channel_layout(x, &B, &C, &S);
+    if (groups < 1 || C % groups)
+        tensor_fatal(op, "%d groups must divide the %lld channels of input %s", groups, (long long)C, sx);
+    check_per_channel(op, "weight", weight, x, C);
+    check_per_channel(op, "bias", bias, x, C);
+    Tensor *xc = contiguous(x);
+    Tensor *y = tensor_empty_like(x);
+    Tensor *mean = tensor_empty(x->dtype, SHAPE(B, groups)), *rstd = tensor_empty(x->dtype, SHAPE(B, groups));
+    Tensor *w = weight ? contiguous(weight) : NULL, *b = bias ? contiguous(bias) : NULL;
+    DISPATCH_FLOAT(x, cpu_group_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
+                   tensor_data(mean), tensor_data(rstd), B, C, S, groups, eps);
+    Tensor *inputs[3] = {x, weight, bias};
+    if (autograd_needed(3, inputs)) {
+        AutogradNode *node = autograd_record(y, op, group_norm_backward, 3, inputs);
+        autograd_save(node, 0, xc);
+        autograd_save(node, 1, mean);
+        autograd_save(node, 2, rstd);
+        node->ints[0] = groups;
+    }
+    return y;
+}
+
+// ---------------------------------------------------------------- layer norm
+
+static void layer_norm_backward(AutogradNode *node, Tensor *grad_y) {
+    Tensor *x = node->saved[0], *gc = contiguous(grad_y);
+    Tensor *weight = node->inputs[1] ? contiguous(node->inputs[1]) : NULL;
+    int64_t D = x->shape[x->ndim - 1], N = tensor_numel(node->saved[1]);
+    NormGrads grads = norm_grads(node);
+    DISPATCH_FLOAT(x, cpu_layer_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
+                   tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
+                   data_or_null(grads.dweight), data_or_null(grads.dbias), N, D);
+    norm_pass_grads(node, grads);
+}
+
+Tensor *op_layer_norm(Tensor *x, Tensor *weight, Tensor *bias, double eps) {
+    const char *op = "layer_norm";
+    check_float_input(op, x);
+    if (x->ndim < 1) tensor_fatal(op, "input must have at least one dimension (normalised over the last)");
+    int64_t D = x->shape[x->ndim - 1], N = 1;
+    for (int d = 0; d < x->ndim - 1; d++) N *= x->shape[d];
+    check_per_channel(op, "weight", weight, x, D);
+    check_per_channel(op, "bias", bias, x, D);
+    Tensor *xc = contiguous(x);
+    Tensor *y = tensor_empty_like(x);
+    Tensor *mean = tensor_empty(x->dtype, SHAPE(N)), *rstd = tensor_empty(x->dtype, SHAPE(N));
+    Tensor *w = weight ? contiguous(weight) : NULL, *b = bias ? contiguous(bias) : NULL;
+    DISPATCH_FLOAT(x, cpu_layer_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
+                   tensor_data(mean), tensor_data(rstd), N, D, eps);
+    Tensor *inputs[3] = {x, weight, bias};
+    if (autograd_needed(3, inputs)) {
+        AutogradNode *node = autograd_record(y, op, layer_norm_backward, 3, inputs);
+        autograd_save(node, 0, xc);
+        autograd_save(node, 1, mean);
+        autograd_save(node, 2, rstd);
+    }
+    return y;
+}

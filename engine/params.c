@@ -1,0 +1,183 @@
+#include "engine/params.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/autograd.h"
+#include "engine/safetensors.h"
+
+ParamStore *params_new(void) {
+    ParamStore *store = calloc(1, sizeof(ParamStore));
+    if (!store) tensor_fatal("params", "out of memory");
+    return store;
+}
+
+void params_free(ParamStore *store) {
+    if (!store) return;
+    for (int i = 0; i < store->count; i++) tensor_release(store->items[i].value);
+    storage_release(store->values);
+    storage_release(store->grads);
+    free(store->items);
+    free(store);
+}
+
+static Tensor *add_item(ParamStore *store, const char *name, Shape shape, int group) {
+    if (store->finalized) tensor_fatal("params", "cannot add '%s' after params_finalize", name);
+    if (params_find(store, name)) tensor_fatal("params", "two tensors named '%s'", name);
+    if (strlen(name) >= sizeof store->items[0].name) tensor_fatal("params", "name too long: '%s'", name);
+    if (store->count == store->capacity) {
+        store->capacity = store->capacity ? store->capacity * 2 : 64;
+        store->items = realloc(store->items, (size_t)store->capacity * sizeof(Param));
+        if (!store->items) tensor_fatal("params", "out of memory");
+    }
+    // Parameters live outside any scope: keep one reference for the store.
+    Tensor *t = tensor_keep(tensor_zeros(DTYPE_F32, shape));
+    tensor_set_name(t, name);
+    Param *p = &store->items[store->count++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->value = t;
+    p->group = group;
+    return t;
+}
+
+Tensor *params_add(ParamStore *store, const char *name, Shape shape, int group) {
+    if (group < 0 || group >= PARAMS_MAX_GROUPS) tensor_fatal("params", "group %d out of range for '%s'", group, name);
+    return tensor_requires_grad(add_item(store, name, shape, group));
+}
+
+Tensor *params_add_buffer(ParamStore *store, const char *name, Shape shape) { return add_item(store, name, shape, -1); }
+
+void params_finalize(ParamStore *store) {
+    if (store->finalized) return;
+    int64_t total = 0;
+    for (int g = 0; g < PARAMS_MAX_GROUPS; g++) {
+        store->group_start[g] = total;
+        for (int i = 0; i < store->count; i++)
+            if (store->items[i].group == g) {
+                store->items[i].offset = total;
+                total += tensor_numel(store->items[i].value);
+            }
+        store->group_count[g] = total - store->group_start[g];
+    }
+    store->numel = total;
+    store->values = storage_new((size_t)total * sizeof(float), device_cpu());
+    store->grads = storage_new((size_t)total * sizeof(float), device_cpu());
+    memset(store->grads->data, 0, store->grads->nbytes);
+    TensorScope scope = tensor_scope_begin();
+    for (int i = 0; i < store->count; i++) {
+        Param *p = &store->items[i];
+        if (p->group < 0) continue;
+        Tensor *t = p->value;
+        int64_t n = tensor_numel(t);
+        memcpy((float *)store->values->data + p->offset, tensor_data(t), (size_t)n * sizeof(float));
+        // Re-point the tensor at the flat buffer; its header (and every pointer to it) stays.
+        storage_release(t->storage);
+        t->storage = store->values;
+        store->values->refcount++;
+        t->offset = p->offset;
+        Tensor *grad = tensor_over_storage(store->grads, DTYPE_F32, tensor_shape(t), p->offset);
+        tensor_release(t->grad);
+        t->grad = tensor_keep(grad);
+    }
+    tensor_scope_end(scope);
+    store->finalized = true;
+}
+
+void params_zero_grad(ParamStore *store) {
+    if (store->grads) memset(store->grads->data, 0, store->grads->nbytes);
+}
+
+Tensor *params_find(const ParamStore *store, const char *name) {
+    for (int i = 0; i < store->count; i++)
+        if (strcmp(store->items[i].name, name) == 0) return store->items[i].value;
+    return NULL;
+}
+
+int64_t params_count_elements(const ParamStore *store) {
+    int64_t n = 0;
+    for (int i = 0; i < store->count; i++)
+        if (store->items[i].group >= 0) n += tensor_numel(store->items[i].value);
+    return n;
+}
+
+int params_save(const ParamStore *store, const char *path, const char *const *metadata, char *error, size_t error_size) {
+    SafetensorsWriter *writer = safetensors_writer_new();
+    TensorScope scope = tensor_scope_begin();
+    int status = 0;
+    for (int i = 0; i < store->count && status == 0; i++) {
+        Tensor *t = tensor_contiguous_raw(store->items[i].value);
+        if (safetensors_writer_add(writer, store->items[i].name, DTYPE_F32, t->ndim, t->shape, tensor_data(t)) != 0) {
+            snprintf(error, error_size, "%s: tensor '%s': %s", path, store->items[i].name, safetensors_writer_error(writer));
+            status = -1;
+        }
+    }
+    for (int i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2)
+        safetensors_writer_set_metadata(writer, metadata[i], metadata[i + 1]);
+    if (status == 0) status = safetensors_writer_write(writer, path, error, error_size);
+    tensor_scope_end(scope);
+    safetensors_writer_free(writer);
+    return status;
+}
+
+// Copies a stored tensor of any float dtype into an f32 tensor of the same element count.
+static void load_entry(Tensor *dst, const SafetensorsEntry *entry) {
+    int64_t n = tensor_numel(dst);
+    float *out = tensor_f32(dst);  // parameters and buffers are contiguous f32
+    if (entry->dtype == DTYPE_F32) {
+        memcpy(out, entry->data, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) out[i] = (float)dtype_load(entry->data, entry->dtype, i);
+}
+
+int params_load(ParamStore *store, const char *path, bool allow_missing, bool allow_unexpected, char *report,
+                size_t report_size, char *error, size_t error_size) {
+    SafetensorsFile *file;
+    if (safetensors_open(path, &file, error, error_size) != 0) return -1;
+    if (report && report_size) report[0] = 0;
+    size_t report_used = 0;
+    int status = 0;
+    for (int i = 0; i < store->count && status == 0; i++) {
+        Param *p = &store->items[i];
+        const SafetensorsEntry *entry = safetensors_find(file, p->name);
+        if (!entry) {
+            if (allow_missing) {
+                if (report && report_used < report_size)
+                    report_used += (size_t)snprintf(report + report_used, report_size - report_used, "%smissing %s",
+                                                    report_used ? ", " : "", p->name);
+                continue;
+            }
+            snprintf(error, error_size, "%s: tensor '%s' is missing from the file", path, p->name);
+            status = -1;
+            break;
+        }
+        Shape expected = tensor_shape(p->value);
+        Shape found = {.ndim = entry->ndim};
+        for (int d = 0; d < entry->ndim; d++) found.dims[d] = entry->shape[d];
+        if (!shape_equal(expected, found)) {
+            char a[96], b[96];
+            snprintf(error, error_size, "%s: tensor '%s' has shape %s, the model expects %s", path, p->name,
+                     shape_string(found, a, sizeof a), shape_string(expected, b, sizeof b));
+            status = -1;
+            break;
+        }
+        if (!dtype_is_float(entry->dtype)) {
+            snprintf(error, error_size, "%s: tensor '%s' has dtype %s, expected a floating-point type", path, p->name,
+                     dtype_name(entry->dtype));
+            status = -1;
+            break;
+        }
+        load_entry(p->value, entry);
+    }
+    for (int i = 0; i < safetensors_count(file) && status == 0 && !allow_unexpected; i++) {
+        const SafetensorsEntry *entry = safetensors_entry(file, i);
+        if (!params_find(store, entry->name)) {
+            snprintf(error, error_size, "%s: tensor '%s' is not part of the model", path, entry->name);
+            status = -1;
+        }
+    }
+    safetensors_close(file);
+    return status;
+}

@@ -1,0 +1,81 @@
+#include "models/nn.h"
+
+#include <math.h>
+#include <stdio.h>
+
+void init_uniform(Tensor *t, Rng *rng, double low, double high) {
+    rng_fill_uniform_f32(rng, tensor_f32(t), tensor_numel(t), (float)low, (float)high);
+}
+
+void init_normal(Tensor *t, Rng *rng, double mean, double std) {
+    rng_fill_normal_f32(rng, tensor_f32(t), tensor_numel(t), (float)mean, (float)std);
+}
+
+static const char *joined(char *buf, size_t size, const char *prefix, const char *leaf) {
+    snprintf(buf, size, "%s%s%s", prefix, prefix[0] ? "." : "", leaf);
+    return buf;
+}
+
+Linear linear_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, bool bias, Rng *rng) {
+    char name[128];
+    Linear layer = {0};
+    double bound = 1.0 / sqrt((double)in);
+    layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(out, in), PARAM_GROUP_DECAY);
+    init_uniform(layer.weight, rng, -bound, bound);
+    if (bias) {
+        layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(out), PARAM_GROUP_NO_DECAY);
+        init_uniform(layer.bias, rng, -bound, bound);
+    }
+    return layer;
+}
+
+Tensor *linear_forward(const Linear *layer, Tensor *x) { return op_linear(x, layer->weight, layer->bias); }
+
+Conv2d conv2d_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, int kernel, Conv2dParams params,
+                     bool bias, Rng *rng) {
+    char name[128];
+    Conv2d layer = {.params = params};
+    int64_t fan_in = in / params.groups * kernel * kernel;
+    double bound = 1.0 / sqrt((double)fan_in);
+    layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(out, in / params.groups, kernel, kernel),
+                              PARAM_GROUP_DECAY);
+    init_uniform(layer.weight, rng, -bound, bound);
+    if (bias) {
+        layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(out), PARAM_GROUP_NO_DECAY);
+        init_uniform(layer.bias, rng, -bound, bound);
+    }
+    return layer;
+}
+
+Tensor *conv2d_forward(const Conv2d *layer, Tensor *x) { return op_conv2d(x, layer->weight, layer->bias, layer->params); }
+
+BatchNorm batchnorm_create(ParamStore *store, const char *prefix, int64_t channels) {
+    char name[128];
+    BatchNorm layer = {.momentum = 0.1, .eps = 1e-5};
+    layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(channels), PARAM_GROUP_NO_DECAY);
+    tensor_fill_raw(layer.weight, 1.0);
+    layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(channels), PARAM_GROUP_NO_DECAY);
+    layer.running_mean = params_add_buffer(store, joined(name, sizeof name, prefix, "running_mean"), SHAPE(channels));
+    layer.running_var = params_add_buffer(store, joined(name, sizeof name, prefix, "running_var"), SHAPE(channels));
+    tensor_fill_raw(layer.running_var, 1.0);
+    // torchvision checkpoints carry this counter (i64 in PyTorch); we keep it as f32 and count.
+    layer.num_batches_tracked = params_add_buffer(store, joined(name, sizeof name, prefix, "num_batches_tracked"), SHAPE());
+    return layer;
+}
+
+Tensor *batchnorm_forward(BatchNorm *layer, Tensor *x, bool training) {
+    if (training) tensor_set(layer->num_batches_tracked, 0, tensor_get(layer->num_batches_tracked, 0) + 1);
+    return op_batch_norm(x, layer->weight, layer->bias, layer->running_mean, layer->running_var, training, layer->momentum,
+                         layer->eps);
+}
+
+LayerNorm layernorm_create(ParamStore *store, const char *prefix, int64_t features, double eps) {
+    char name[128];
+    LayerNorm layer = {.eps = eps};
+    layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(features), PARAM_GROUP_NO_DECAY);
+    tensor_fill_raw(layer.weight, 1.0);
+    layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(features), PARAM_GROUP_NO_DECAY);
+    return layer;
+}
+
+Tensor *layernorm_forward(const LayerNorm *layer, Tensor *x) { return op_layer_norm(x, layer->weight, layer->bias, layer->eps); }

@@ -1,0 +1,8 @@
+// The tailor subcommands; each parses its own flags and returns the process exit status.
+#pragma once
+#include <stdint.h>
+
+int command_demo(int argc, char **argv);
+
+// --device auto|cpu|cuda[:N] and --threads; exits with one line when the device cannot be used.
+void apply_device_and_threads(const char *command, const char *device, int64_t threads);

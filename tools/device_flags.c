@@ -1,0 +1,27 @@
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/commands.h"
+
+void apply_device_and_threads(const char *command, const char *device, int64_t threads) {
+    if (threads < 0) {
+        fprintf(stderr, "error: tailor %s: --threads must be >= 0 (0 = all cores)\n", command);
+        exit(2);
+    }
+    if (threads > 0) omp_set_num_threads((int)threads);
+    if (strcmp(device, "cpu") == 0) return;
+    if (strcmp(device, "auto") == 0) {
+        fprintf(stderr, "tailor %s: no CUDA device support in this build; running on the cpu (%d threads)\n", command,
+                omp_get_max_threads());
+        return;
+    }
+    if (strncmp(device, "cuda", 4) == 0) {
+        fprintf(stderr, "error: tailor %s: --device %s: this build has no CUDA backend yet; use --device cpu or auto\n", command, device);
+        exit(2);
+    }
+    fprintf(stderr, "error: tailor %s: --device expects auto, cpu or cuda[:N], got '%s'\n", command, device);
+    exit(2);
+}

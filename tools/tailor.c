@@ -1,0 +1,25 @@
+// tailor: the command-line front end. `tailor <command> --help` describes each command.
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/commands.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: tailor <command> [flags]\n\n"
+            "commands:\n"
+            "  demo     train a small network on a generated task and show it learning\n"
+            "  help     this text\n\n"
+            "`tailor <command> --help` lists a command's flags.\n");
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);  // keep stdout lines in order with progress on stderr
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "demo") == 0) return command_demo(argc, argv);
+    fprintf(stderr, "error: tailor: unknown command '%s' (see tailor help)\n", argv[1]);
+    return 2;
+}
