@@ -264,14 +264,6 @@ Tensor *tensor_view_raw(Tensor *t, int ndim, const int64_t *shape, const int64_t
     return v;
 }
 
-// Walks all elements of `shape` in row-major order, calling body with the storage index into each
-// of up to 3 strided operands. Inner dimension handled as a tight loop.
-typedef struct {
-    int ndim;
-    int64_t shape[TENSOR_MAX_DIMS];
-    int64_t stride[3][TENSOR_MAX_DIMS];
-} StridedLoop;
-
 void tensor_copy_raw(Tensor *dst, const Tensor *src) {
     int64_t n = tensor_numel(dst);
     if (n != tensor_numel(src)) tensor_fatal("copy", "element counts differ (%lld vs %lld)", (long long)n, (long long)tensor_numel(src));

@@ -21,6 +21,8 @@ for program in "$@"; do
         [ "$failed" -eq 0 ] && failed=1
     fi
     [ "$passed" -ne 0 ] || [ "$failed" -ne 0 ] || echo "  $name ran no test"
+    # Reports the programs want shown (which ops were gradient-checked, kernels used).
+    printf '%s\n' "$output" | grep '^report: ' | sed "s/^report: /  $name: /"
     printf '%-28s %4d passed, %d failed\n' "$name" "$passed" "$failed"
     total_passed=$((total_passed + passed))
     total_failed=$((total_failed + failed))

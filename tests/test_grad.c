@@ -214,6 +214,6 @@ int main(void) {
     RUN_TEST(grad_attention_causal);
     RUN_TEST(grad_attention_bool_mask);
     RUN_TEST(grad_attention_additive_mask);
-    printf("gradient-checked ops: %s\n", gradcheck_checked_ops());
+    printf("report: gradient-checked ops: %s\n", gradcheck_checked_ops());
     return test_summary();
 }

@@ -565,6 +565,6 @@ int main(void) {
     RUN_TEST(batch_norm_running_statistics);
     RUN_TEST(norms_match_naive_loops);
     RUN_TEST(pooling_f32_matches_f64);
-    printf("gradient-checked ops: %s\n", gradcheck_checked_ops());
+    printf("report: gradient-checked ops: %s\n", gradcheck_checked_ops());
     return test_summary();
 }
