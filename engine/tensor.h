@@ -27,6 +27,7 @@ typedef struct {
 typedef struct Storage {
     void *data;
     size_t nbytes;
+    size_t capacity;  // bytes actually allocated (>= nbytes)
     int refcount;
     Device device;
     bool owns_data;  // false for memory we do not free (e.g. an mmap'd checkpoint)
@@ -85,6 +86,8 @@ Tensor *tensor_wrap(DType dtype, Shape shape, void *data);
 Tensor *tensor_over_storage(Storage *storage, DType dtype, Shape shape, int64_t offset);
 Storage *storage_new(size_t nbytes, Device device);
 void storage_release(Storage *storage);
+// Frees the blocks the CPU storage cache keeps for reuse (freed tensors' memory).
+void storage_cache_release_all(void);
 
 // ---- Queries ----
 int64_t tensor_numel(const Tensor *t);

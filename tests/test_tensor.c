@@ -185,6 +185,32 @@ TEST(dropout_scales_and_is_seeded) {
     tensor_scope_end(scope);
 }
 
+TEST(storage_cache_reuses_freed_blocks) {
+    storage_cache_release_all();
+    TensorScope scope = tensor_scope_begin();
+    Tensor *a = tensor_empty(DTYPE_F32, SHAPE(1 << 18));  // 1 MiB
+    void *first = a->storage->data;
+    tensor_scope_end(scope);
+    scope = tensor_scope_begin();
+    Tensor *smaller = tensor_empty(DTYPE_F32, SHAPE(200000));  // 0.76 of the block: reused
+    Tensor *other = tensor_empty(DTYPE_F32, SHAPE(1 << 18));   // nothing cached left: fresh
+#if defined(__SANITIZE_ADDRESS__)
+    CHECK(smaller->storage->data != first || true);  // the cache is off under ASan
+#else
+    CHECK(smaller->storage->data == first);
+    CHECK(smaller->storage->capacity == (size_t)1 << 20);  // keeps the block's real size
+#endif
+    CHECK(other->storage->data != smaller->storage->data);
+    tensor_fill_raw(smaller, 3.0);
+    CHECK(tensor_get(smaller, 199999) == 3.0);
+    tensor_scope_end(scope);
+    scope = tensor_scope_begin();
+    Tensor *tiny = tensor_empty(DTYPE_F32, SHAPE(1000));  // far smaller than any cached block: fresh
+    CHECK(tiny->storage->capacity < 8192);
+    tensor_scope_end(scope);
+    storage_cache_release_all();
+}
+
 int main(void) {
     RUN_TEST(shape_macro_and_creation);
     RUN_TEST(views_share_storage);
@@ -196,5 +222,6 @@ int main(void) {
     RUN_TEST(autograd_input_gradient_and_retain);
     RUN_TEST(autograd_deep_chain);
     RUN_TEST(dropout_scales_and_is_seeded);
+    RUN_TEST(storage_cache_reuses_freed_blocks);
     return test_summary();
 }
