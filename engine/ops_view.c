@@ -37,25 +37,60 @@ static Shape resolve_shape(const char *op, const Tensor *x, Shape shape) {
     return shape;
 }
 
-static Tensor *contiguous_view(Tensor *x, Shape shape) {
-    int64_t stride[TENSOR_MAX_DIMS], s = 1;
-    for (int d = shape.ndim - 1; d >= 0; d--) {
-        stride[d] = s;
-        s *= shape.dims[d];
+// Strides that let `shape` view x's elements in row-major order without copying, if any: x's
+// dims are grouped into runs that are contiguous with each other, and each run must be covered
+// exactly by consecutive dims of the new shape (the rule torch.Tensor.view follows).
+static bool view_strides(const Tensor *x, Shape shape, int64_t *stride) {
+    int64_t numel = tensor_numel(x);
+    if (numel == 0 || x->ndim == 0) {  // no elements, or a scalar: any row-major strides do
+        int64_t s = 1;
+        for (int d = shape.ndim - 1; d >= 0; d--) {
+            stride[d] = s;
+            s *= shape.dims[d] > 0 ? shape.dims[d] : 1;
+        }
+        return true;
     }
-    return tensor_view_raw(x, shape.ndim, shape.dims, stride, x->offset);
+    int view_d = shape.ndim - 1;
+    int64_t chunk_base_stride = x->stride[x->ndim - 1], tensor_numel = 1, view_numel = 1;
+    for (int d = x->ndim - 1; d >= 0; d--) {
+        tensor_numel *= x->shape[d];
+        bool run_ends = d == 0 || (x->shape[d - 1] != 1 && x->stride[d - 1] != tensor_numel * chunk_base_stride);
+        if (!run_ends) continue;
+        while (view_d >= 0 && (view_numel < tensor_numel || shape.dims[view_d] == 1)) {
+            stride[view_d] = view_numel * chunk_base_stride;
+            view_numel *= shape.dims[view_d];
+            view_d--;
+        }
+        if (view_numel != tensor_numel) return false;
+        if (d > 0) {
+            chunk_base_stride = x->stride[d - 1];
+            tensor_numel = 1;
+            view_numel = 1;
+        }
+    }
+    return view_d == -1;
 }
 
 Tensor *op_reshape(Tensor *x, Shape shape) {
     shape = resolve_shape("reshape", x, shape);
-    Tensor *source = tensor_is_contiguous(x) ? x : contiguous(x);
-    return record_reshape_like(contiguous_view(source, shape), x, "reshape");
+    int64_t stride[TENSOR_MAX_DIMS];
+    Tensor *source = x;
+    if (!view_strides(x, shape, stride)) {
+        source = contiguous(x);
+        view_strides(source, shape, stride);
+    }
+    return record_reshape_like(tensor_view_raw(source, shape.ndim, shape.dims, stride, source->offset), x, "reshape");
 }
 
 Tensor *op_view(Tensor *x, Shape shape) {
     shape = resolve_shape("view", x, shape);
-    if (!tensor_is_contiguous(x)) tensor_fatal("view", "the tensor is not contiguous; use op_reshape (which copies)");
-    return record_reshape_like(contiguous_view(x, shape), x, "view");
+    int64_t stride[TENSOR_MAX_DIMS];
+    if (!view_strides(x, shape, stride)) {
+        char a[96], b[96];
+        tensor_fatal("view", "a tensor of shape %s with these strides cannot be viewed as %s without a copy; use op_reshape",
+                     tensor_shape_string(x, a, sizeof a), shape_string(shape, b, sizeof b));
+    }
+    return record_reshape_like(tensor_view_raw(x, shape.ndim, shape.dims, stride, x->offset), x, "view");
 }
 
 static void permute_backward(AutogradNode *node, Tensor *g) {

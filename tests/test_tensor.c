@@ -50,6 +50,23 @@ TEST(views_share_storage) {
     tensor_scope_end(scope);
 }
 
+TEST(view_of_strided_tensors) {
+    TensorScope scope = tensor_scope_begin();
+    Tensor *x = op_reshape(tensor_arange(DTYPE_F32, 24), SHAPE(4, 6));
+    Tensor *t = op_transpose(x, 0, 1);       // [6, 4], strides [1, 6]
+    Tensor *v = op_view(t, SHAPE(6, 2, 2));  // splits the strided dim: no copy
+    CHECK(v->storage == x->storage && v->stride[1] == 12 && v->stride[2] == 6);
+    CHECK(tensor_get(v, 1 * 4 + 1 * 2 + 1) == tensor_get(t, 1 * 4 + 3));
+    Tensor *n = op_narrow(x, 1, 1, 3);       // [4, 3], strides [6, 1]
+    Tensor *w = op_view(n, SHAPE(2, 2, 3));
+    CHECK(w->storage == x->storage && tensor_get(w, 3) == 7);
+    Tensor *r = op_reshape(n, SHAPE(12));    // not viewable: reshape copies
+    CHECK(r->storage != x->storage && tensor_get(r, 3) == 7 && tensor_get(r, 11) == 21);
+    Tensor *one = op_view(op_select(x, 0, 2), SHAPE(1, 6, 1));
+    CHECK(tensor_get(one, 5) == 17);
+    tensor_scope_end(scope);
+}
+
 TEST(dtype_conversions) {
     // f16: exact small integers, rounding to nearest even, overflow, subnormals, NaN
     CHECK(f16_to_f32(f32_to_f16(1.0f)) == 1.0f);
@@ -214,6 +231,7 @@ TEST(storage_cache_reuses_freed_blocks) {
 int main(void) {
     RUN_TEST(shape_macro_and_creation);
     RUN_TEST(views_share_storage);
+    RUN_TEST(view_of_strided_tensors);
     RUN_TEST(dtype_conversions);
     RUN_TEST(scopes_release_and_keep);
     RUN_TEST(autograd_accumulates_and_zeroes);
