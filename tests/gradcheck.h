@@ -17,3 +17,21 @@ bool gradcheck(const char *name, GradcheckFn fn, void *context, int n_inputs, Te
 Tensor *gradcheck_input(Shape shape, double scale, double shift);
 // Ops checked so far, comma separated, for the runner's report.
 const char *gradcheck_checked_ops(void);
+
+// Defines a test named test_name that gradient-checks `body` (an expression over in[0], in[1], ...)
+// with the listed inputs; needs tests/check.h.
+#define GRAD_CASE(test_name, op_label, body, ...)                                              \
+    static Tensor *test_name##_fn(Tensor **in, void *context) {                                \
+        (void)context;                                                                         \
+        return body;                                                                           \
+    }                                                                                          \
+    TEST(test_name) {                                                                          \
+        TensorScope scope = tensor_scope_begin();                                              \
+        Tensor *in[] = {__VA_ARGS__};                                                          \
+        CHECK(gradcheck(op_label, test_name##_fn, NULL, (int)(sizeof in / sizeof in[0]), in)); \
+        tensor_scope_end(scope);                                                               \
+    }
+
+// Inputs: normal(0, 1), and positive values (for log, sqrt, division).
+#define X(shape) gradcheck_input(shape, 1.0, 0.0)
+#define POSITIVE(shape) gradcheck_input(shape, 0.2, 1.5)

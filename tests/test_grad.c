@@ -4,19 +4,6 @@
 
 TEST_MAIN_COUNTERS;
 
-#define GRAD_CASE(test_name, op_label, body, ...)                                   \
-    static Tensor *test_name##_fn(Tensor **in, void *context) {                     \
-        (void)context;                                                              \
-        return body;                                                                \
-    }                                                                               \
-    TEST(test_name) {                                                               \
-        TensorScope scope = tensor_scope_begin();                                   \
-        Tensor *in[] = {__VA_ARGS__};                                               \
-        CHECK(gradcheck(op_label, test_name##_fn, NULL, (int)(sizeof in / sizeof in[0]), in)); \
-        tensor_scope_end(scope);                                                    \
-    }
-
-#define X(shape) gradcheck_input(shape, 1.0, 0.0)
 // A u8 condition (no gradient) with a random half of the entries set.
 static Tensor *random_mask(Shape shape) {
     Tensor *values = gradcheck_input(shape, 1.0, 0.0);
@@ -24,7 +11,6 @@ static Tensor *random_mask(Shape shape) {
     for (int64_t i = 0; i < tensor_numel(mask); i++) tensor_set(mask, i, tensor_get(values, i) > 0);
     return mask;
 }
-#define POSITIVE(shape) gradcheck_input(shape, 0.2, 1.5)
 
 // ---- elementwise
 GRAD_CASE(grad_add_broadcast, "add", op_add(in[0], in[1]), X(SHAPE(2, 3, 4)), X(SHAPE(3, 1)))

@@ -11,20 +11,6 @@
 
 TEST_MAIN_COUNTERS;
 
-#define GRAD_CASE(test_name, op_label, body, ...)                                   \
-    static Tensor *test_name##_fn(Tensor **in, void *context) {                     \
-        (void)context;                                                              \
-        return body;                                                                \
-    }                                                                               \
-    TEST(test_name) {                                                               \
-        TensorScope scope = tensor_scope_begin();                                   \
-        Tensor *in[] = {__VA_ARGS__};                                               \
-        CHECK(gradcheck(op_label, test_name##_fn, NULL, (int)(sizeof in / sizeof in[0]), in)); \
-        tensor_scope_end(scope);                                                    \
-    }
-
-#define X(shape) gradcheck_input(shape, 1.0, 0.0)
-#define POSITIVE(shape) gradcheck_input(shape, 0.2, 1.5)
 // A tensor without gradient (running statistics).
 static Tensor *constant(Shape shape, double scale, double shift) {
     Tensor *t = gradcheck_input(shape, scale, shift);
