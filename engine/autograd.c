@@ -63,7 +63,8 @@ void autograd_node_release(AutogradNode *node, Tensor *owner) {
     free(node);
 }
 
-// Adds g into *slot, which owns one reference (allocating it on first use).
+// Adds g into *slot, which owns one reference (allocating it on first use). Used for .grad, which
+// outlives the pass and is accumulated in place later, so the first gradient is copied.
 static void accumulate_into(Tensor **slot, Tensor *g) {
     if (!*slot) {
         Tensor *copy = tensor_empty(g->dtype, tensor_shape(g));
@@ -71,6 +72,26 @@ static void accumulate_into(Tensor **slot, Tensor *g) {
         *slot = tensor_keep(copy);
     } else {
         op_add_inplace_raw(*slot, g);
+    }
+}
+
+// The gradient arriving at a node's output during a pass. Most outputs have one consumer, so the
+// first gradient is kept by reference, not copied; it may share storage with other gradients
+// (add's backward hands the same tensor to both inputs), so a second arrival sums out of place
+// into a tensor the node owns, and only that one is added to in place.
+static void accumulate_node_grad(AutogradNode *node, Tensor *g) {
+    if (!node->grad_sum) {
+        node->grad_sum = tensor_keep(g);
+        node->grad_sum_owned = false;
+    } else if (!node->grad_sum_owned) {
+        Tensor *sum = tensor_empty(g->dtype, tensor_shape(g));
+        tensor_copy_raw(sum, node->grad_sum);
+        op_add_inplace_raw(sum, g);
+        tensor_release(node->grad_sum);
+        node->grad_sum = tensor_keep(sum);
+        node->grad_sum_owned = true;
+    } else {
+        op_add_inplace_raw(node->grad_sum, g);
     }
 }
 
@@ -83,7 +104,7 @@ void autograd_pass_grad(AutogradNode *node, int i, Tensor *grad) {
                      tensor_shape_string(grad, a, sizeof a), i, tensor_shape_string(input, b, sizeof b));
     }
     if (input->node)
-        accumulate_into(&input->node->grad_sum, grad);
+        accumulate_node_grad(input->node, grad);
     else
         accumulate_into(&input->grad, grad);
 }
@@ -163,7 +184,7 @@ void tensor_backward(Tensor *root, Tensor *grad_output) {
     } else {
         NodeList order = {0};
         topological_order(root->node, ++pass_counter, &order);
-        accumulate_into(&root->node->grad_sum, seed);
+        accumulate_node_grad(root->node, seed);
         for (int64_t k = order.count - 1; k >= 0; k--) {
             AutogradNode *node = order.items[k];
             Tensor *g = node->grad_sum;

@@ -32,6 +32,7 @@ struct AutogradNode {
     Tensor *owner;         // the output tensor (not referenced; cleared when it is freed)
     // Backward bookkeeping
     Tensor *grad_sum;      // gradient arriving at the output during the current backward pass
+    bool grad_sum_owned;   // grad_sum is a tensor of the node's own (may be added to in place)
     int64_t visit_mark;
 };
 
