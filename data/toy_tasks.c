@@ -56,6 +56,9 @@ void toy_task_free(ToyTask *task) {
 
 void toy_task_batch(const ToyTask *task, const int64_t *order, int64_t start, int64_t count, Tensor **inputs, Tensor **labels) {
     Shape shape = tensor_shape(task->inputs);
+    if (start < 0 || count < 0 || start + count > shape.dims[0])
+        tensor_fatal("toy_task_batch", "rows [%lld, %lld) outside the %lld samples", (long long)start,
+                     (long long)(start + count), (long long)shape.dims[0]);
     int64_t row = tensor_numel(task->inputs) / shape.dims[0];
     shape.dims[0] = count;
     *inputs = tensor_empty(DTYPE_F32, shape);

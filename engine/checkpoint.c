@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/safetensors.h"
 
@@ -16,21 +17,26 @@ void train_state_track_rng(TrainState *state, const char *name, Rng *rng) {
 }
 
 static void path_join(char *out, size_t size, const char *directory, const char *file) {
-    snprintf(out, size, "%s/%s", directory, file);
+    int length = snprintf(out, size, "%s/%s", directory, file);
+    if (length < 0 || (size_t)length >= size) tensor_fatal("checkpoint", "path too long: %s/%s", directory, file);
 }
 
 static const char *const OPTIMIZER_KIND_NAMES[] = {"sgd", "adam", "adamw"};
 
-int checkpoint_save(const char *directory, const ParamStore *params, const Optimizer *optimizer, const TrainState *state,
-                    char *error, size_t error_size) {
-    if (mkdir(directory, 0777) != 0 && errno != EEXIST) {
-        snprintf(error, error_size, "%s: cannot create the checkpoint directory: %s", directory, strerror(errno));
-        return -1;
-    }
+// Removes a checkpoint directory holding only our two files (anything else keeps it).
+static void remove_checkpoint_directory(const char *directory) {
+    char path[4096];
+    path_join(path, sizeof path, directory, "model.safetensors");
+    unlink(path);
+    path_join(path, sizeof path, directory, "train_state.safetensors");
+    unlink(path);
+    rmdir(directory);
+}
+
+static int write_checkpoint_files(const char *directory, const ParamStore *params, const Optimizer *optimizer,
+                                  const TrainState *state, char *error, size_t error_size) {
     char path[4096], step[32];
     snprintf(step, sizeof step, "%" PRId64, state->step);
-
-    // Training state first: if we crash before the model is renamed, the steps disagree on resume.
     SafetensorsWriter *writer = safetensors_writer_new();
     char values[CHECKPOINT_MAX_RNGS + 8][128];
     int n_values = 0;
@@ -58,10 +64,46 @@ int checkpoint_save(const char *directory, const ParamStore *params, const Optim
     int status = safetensors_writer_write(writer, path, error, error_size);
     safetensors_writer_free(writer);
     if (status != 0) return status;
-
     const char *metadata[] = {"tailor.step", step, NULL};
     path_join(path, sizeof path, directory, "model.safetensors");
     return params_save(params, path, metadata, error, error_size);
+}
+
+// Both files go into a fresh staging directory; only when both are complete does it replace the
+// previous checkpoint (old -> .prev, staging -> final, .prev removed). A crash at any point
+// leaves either the old checkpoint, or the new one, or the old one under .prev, which
+// checkpoint_load falls back to.
+int checkpoint_save(const char *directory, const ParamStore *params, const Optimizer *optimizer, const TrainState *state,
+                    char *error, size_t error_size) {
+    char staging[4096], previous[4096];
+    snprintf(staging, sizeof staging, "%s.tmp.%ld", directory, (long)getpid());
+    snprintf(previous, sizeof previous, "%s.prev", directory);
+    remove_checkpoint_directory(staging);
+    if (mkdir(staging, 0777) != 0) {
+        snprintf(error, error_size, "%s: cannot create the checkpoint directory: %s", staging, strerror(errno));
+        return -1;
+    }
+    if (write_checkpoint_files(staging, params, optimizer, state, error, error_size) != 0) {
+        remove_checkpoint_directory(staging);
+        return -1;
+    }
+    struct stat info;
+    bool had_previous = stat(directory, &info) == 0;
+    if (had_previous) {
+        remove_checkpoint_directory(previous);
+        if (rename(directory, previous) != 0) {
+            snprintf(error, error_size, "%s: cannot move the previous checkpoint aside: %s", directory, strerror(errno));
+            remove_checkpoint_directory(staging);
+            return -1;
+        }
+    }
+    if (rename(staging, directory) != 0) {
+        snprintf(error, error_size, "%s: cannot move the new checkpoint into place: %s", directory, strerror(errno));
+        if (had_previous) rename(previous, directory);
+        return -1;
+    }
+    if (had_previous) remove_checkpoint_directory(previous);
+    return 0;
 }
 
 static int parse_u64_list(const char *text, uint64_t *out, int n) {
@@ -80,12 +122,37 @@ static int parse_u64_list(const char *text, uint64_t *out, int n) {
     return *at == 0 ? 0 : -1;
 }
 
+// The directory to read: `directory`, or its .prev when a save was interrupted between renames.
+static const char *readable_directory(const char *directory, char *previous, size_t size) {
+    snprintf(previous, size, "%s.prev", directory);
+    struct stat info;
+    return stat(directory, &info) != 0 && stat(previous, &info) == 0 ? previous : directory;
+}
+
+int checkpoint_read_user_json(const char *directory, char *out, size_t out_size, char *error, size_t error_size) {
+    char path[4096], previous[4096];
+    path_join(path, sizeof path, readable_directory(directory, previous, sizeof previous), "train_state.safetensors");
+    SafetensorsFile *file;
+    if (safetensors_open(path, &file, error, error_size) != 0) return -1;
+    const char *user = safetensors_metadata(file, "tailor.user");
+    snprintf(out, out_size, "%s", user ? user : "");
+    safetensors_close(file);
+    return 0;
+}
+
 int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimizer, TrainState *state, char *error,
                     size_t error_size) {
-    char path[4096];
+    char path[4096], previous[4096];
+    directory = readable_directory(directory, previous, sizeof previous);
     path_join(path, sizeof path, directory, "train_state.safetensors");
     SafetensorsFile *file;
     if (safetensors_open(path, &file, error, error_size) != 0) return -1;
+    // Read and check everything into locals first; the run's state changes only once all of it,
+    // and the weights, have loaded.
+    TrainState loaded = *state;
+    Rng rngs[CHECKPOINT_MAX_RNGS];
+    const SafetensorsEntry *buffers[2] = {NULL, NULL};
+    int64_t optimizer_step = 0;
     int status = -1;
     uint64_t numbers[3];
     const char *format = safetensors_metadata(file, "tailor.format");
@@ -99,13 +166,13 @@ int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimi
         snprintf(error, error_size, "%s: bad tailor.step '%s'", path, step);
         goto done;
     }
-    state->step = (int64_t)numbers[0];
+    loaded.step = (int64_t)numbers[0];
     if (parse_u64_list(position, numbers, 2) != 0) {
         snprintf(error, error_size, "%s: bad tailor.data_position '%s'", path, position);
         goto done;
     }
-    state->epoch = (int64_t)numbers[0];
-    state->epoch_position = (int64_t)numbers[1];
+    loaded.epoch = (int64_t)numbers[0];
+    loaded.epoch_position = (int64_t)numbers[1];
     for (int i = 0; i < state->n_rngs; i++) {
         char key[64];
         snprintf(key, sizeof key, "tailor.rng.%s", state->rng_names[i]);
@@ -114,55 +181,73 @@ int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimi
             snprintf(error, error_size, "%s: RNG stream '%s' is missing or malformed", path, state->rng_names[i]);
             goto done;
         }
-        state->rngs[i]->seed = numbers[0];
-        state->rngs[i]->stream = numbers[1];
-        state->rngs[i]->offset = numbers[2];
+        rngs[i] = (Rng){.seed = numbers[0], .stream = numbers[1], .offset = numbers[2]};
     }
     const char *user = safetensors_metadata(file, "tailor.user");
-    snprintf(state->user_json, sizeof state->user_json, "%s", user ? user : "");
+    snprintf(loaded.user_json, sizeof loaded.user_json, "%s", user ? user : "");
     if (optimizer) {
         const char *kind = safetensors_metadata(file, "tailor.optimizer.kind");
-        const char *optimizer_step = safetensors_metadata(file, "tailor.optimizer.step");
+        const char *saved_step = safetensors_metadata(file, "tailor.optimizer.step");
         if (!kind || strcmp(kind, OPTIMIZER_KIND_NAMES[optimizer->kind]) != 0) {
             snprintf(error, error_size, "%s: saved optimizer is '%s', this run uses '%s'", path, kind ? kind : "none",
                      OPTIMIZER_KIND_NAMES[optimizer->kind]);
             goto done;
         }
-        if (!optimizer_step || parse_u64_list(optimizer_step, numbers, 1) != 0) {
+        if (!saved_step || parse_u64_list(saved_step, numbers, 1) != 0) {
             snprintf(error, error_size, "%s: bad tailor.optimizer.step", path);
             goto done;
         }
-        optimizer->step = (int64_t)numbers[0];
-        float *buffers[2] = {optimizer->state1, optimizer->state2};
+        optimizer_step = (int64_t)numbers[0];
+        float *targets[2] = {optimizer->state1, optimizer->state2};
         const char *names[2] = {"optimizer.state1", "optimizer.state2"};
         for (int b = 0; b < 2; b++) {
             const SafetensorsEntry *entry = safetensors_find(file, names[b]);
-            if (!buffers[b] && !entry) continue;
-            if (!buffers[b] || !entry || entry->dtype != DTYPE_F32 || entry->ndim != 1 || entry->shape[0] != optimizer->n_params) {
-                snprintf(error, error_size, "%s: tensor '%s' missing or not f32 [%" PRId64 "] as this optimizer needs", path, names[b],
-                         optimizer->n_params);
+            if (!targets[b] && entry) {
+                snprintf(error, error_size, "%s: tensor '%s' is saved but this run's optimizer has no such state "
+                         "(different momentum or optimizer?)", path, names[b]);
                 goto done;
             }
-            memcpy(buffers[b], entry->data, entry->nbytes);
+            if (targets[b] && !entry) {
+                snprintf(error, error_size, "%s: tensor '%s' is missing; this run's optimizer needs it (different momentum or optimizer?)",
+                         path, names[b]);
+                goto done;
+            }
+            if (entry && (entry->dtype != DTYPE_F32 || entry->ndim != 1 || entry->shape[0] != optimizer->n_params)) {
+                snprintf(error, error_size, "%s: tensor '%s' holds %" PRId64 " values, this model has %" PRId64
+                         " parameters (a different model?)", path, names[b], entry->ndim == 1 ? entry->shape[0] : -1, optimizer->n_params);
+                goto done;
+            }
+            buffers[b] = entry;
         }
     }
-    status = 0;
-done:
-    safetensors_close(file);
-    if (status != 0) return status;
 
-    path_join(path, sizeof path, directory, "model.safetensors");
+    char model_path[4096];
+    path_join(model_path, sizeof model_path, directory, "model.safetensors");
     SafetensorsFile *model;
-    if (safetensors_open(path, &model, error, error_size) != 0) return -1;
+    if (safetensors_open(model_path, &model, error, error_size) != 0) goto done;
     const char *stored_step = safetensors_metadata(model, "tailor.step");
     char model_step[32];
     snprintf(model_step, sizeof model_step, "%s", stored_step ? stored_step : "?");  // outlives the mapping
-    bool consistent = stored_step && parse_u64_list(stored_step, numbers, 1) == 0 && (int64_t)numbers[0] == state->step;
+    bool consistent = stored_step && parse_u64_list(stored_step, numbers, 1) == 0 && (int64_t)numbers[0] == loaded.step;
     safetensors_close(model);
     if (!consistent) {
         snprintf(error, error_size, "%s: weights are from step %s but the training state is from step %" PRId64
-                 " (interrupted save?)", path, model_step, state->step);
-        return -1;
+                 " (interrupted save?)", model_path, model_step, loaded.step);
+        goto done;
     }
-    return params_load(params, path, false, false, NULL, 0, error, error_size);
+    if (params_load(params, model_path, false, false, NULL, 0, error, error_size) != 0) goto done;
+
+    // Everything checked and the weights are in: apply the rest.
+    if (optimizer) {
+        optimizer->step = optimizer_step;
+        float *targets[2] = {optimizer->state1, optimizer->state2};
+        for (int b = 0; b < 2; b++)
+            if (buffers[b]) memcpy(targets[b], buffers[b]->data, buffers[b]->nbytes);
+    }
+    for (int i = 0; i < state->n_rngs; i++) *state->rngs[i] = rngs[i];
+    *state = loaded;
+    status = 0;
+done:
+    safetensors_close(file);
+    return status;
 }

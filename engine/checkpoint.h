@@ -31,6 +31,9 @@ void train_state_track_rng(TrainState *state, const char *name, Rng *rng);
 // 0 on success; -1 with one line in error. optimizer may be NULL (weights and state only).
 int checkpoint_save(const char *directory, const ParamStore *params, const Optimizer *optimizer, const TrainState *state,
                     char *error, size_t error_size);
+// Reads only the user JSON string saved with a checkpoint (to compare a run's settings before
+// loading it); "" when none. 0 on success; -1 with one line in error.
+int checkpoint_read_user_json(const char *directory, char *out, size_t out_size, char *error, size_t error_size);
 // Restores weights, optimizer state and the tracked RNGs / counters of `state` in place. The
 // optimizer must have been created with the same kind and size.
 int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimizer, TrainState *state, char *error,

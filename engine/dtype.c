@@ -73,6 +73,18 @@ uint16_t f32_to_bf16(float value) {
 
 float bf16_to_f32(uint16_t bits) { return bits_float((uint32_t)bits << 16); }
 
+static double saturate(double value, double low, double high) {
+    if (value != value) return 0;
+    return value < low ? low : (value > high ? high : value);
+}
+
+static int64_t saturate_i64(double value) {
+    if (value != value) return 0;
+    if (value >= 9223372036854775807.0) return INT64_MAX;  // 2^63 is the first double past the range
+    if (value <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)value;
+}
+
 double dtype_load(const void *data, DType dtype, int64_t index) {
     switch (dtype) {
     case DTYPE_F32: return ((const float *)data)[index];
@@ -92,9 +104,11 @@ void dtype_store(void *data, DType dtype, int64_t index, double value) {
     case DTYPE_F64: ((double *)data)[index] = value; break;
     case DTYPE_F16: ((uint16_t *)data)[index] = f32_to_f16((float)value); break;
     case DTYPE_BF16: ((uint16_t *)data)[index] = f32_to_bf16((float)value); break;
-    case DTYPE_I32: ((int32_t *)data)[index] = (int32_t)value; break;
-    case DTYPE_I64: ((int64_t *)data)[index] = (int64_t)value; break;
-    case DTYPE_U8: ((uint8_t *)data)[index] = (uint8_t)value; break;
+    // Integer stores truncate toward zero and saturate at the type's range; NaN stores 0
+    // (a plain C cast of an out-of-range double is undefined behaviour).
+    case DTYPE_I32: ((int32_t *)data)[index] = (int32_t)saturate(value, INT32_MIN, INT32_MAX); break;
+    case DTYPE_I64: ((int64_t *)data)[index] = saturate_i64(value); break;
+    case DTYPE_U8: ((uint8_t *)data)[index] = (uint8_t)saturate(value, 0, 255); break;
     default: break;
     }
 }

@@ -118,9 +118,10 @@ typedef enum { REDUCTION_MEAN, REDUCTION_SUM, REDUCTION_NONE, REDUCTION_BATCHMEA
 typedef struct {
     Reduction reduction;
     double label_smoothing;   // 0 = none
-    int64_t ignore_index;     // targets equal to this contribute nothing; use INT64_MIN for none
+    int64_t ignore_index;     // targets equal to this contribute nothing (default -100, as PyTorch; INT64_MIN: none)
     Tensor *class_weight;     // [N] or NULL
-    Tensor *sample_weight;    // [B] or NULL: per-sample weights (mean divides by their sum)
+    Tensor *sample_weight;    // one weight per target element, or NULL; the mean divides by
+                              // sum(w_i * class_weight[t_i]); all zero gives 0 (see ops_loss.c)
 } CrossEntropyOptions;
 CrossEntropyOptions cross_entropy_defaults(void);
 // logits [B, N] (or [B, N, ...]), target i64 [B] (or [B, ...]).

@@ -19,6 +19,7 @@ static void concat_backward(AutogradNode *node, Tensor *g) {
 Tensor *op_concat(Tensor *const *xs, int n, int dim) {
     if (n <= 0) tensor_fatal("concat", "no tensors to concatenate");
     Tensor *first = xs[0];
+    if (first->ndim == 0) tensor_fatal("concat", "0-dimensional tensors cannot be concatenated; use op_stack");
     dim = tensor_normalize_dim(first, dim);
     Shape shape = tensor_shape(first);
     shape.dims[dim] = 0;

@@ -6,7 +6,7 @@
 #include "engine/ops_internal.h"
 
 CrossEntropyOptions cross_entropy_defaults(void) {
-    return (CrossEntropyOptions){.reduction = REDUCTION_MEAN, .label_smoothing = 0, .ignore_index = INT64_MIN};
+    return (CrossEntropyOptions){.reduction = REDUCTION_MEAN, .label_smoothing = 0, .ignore_index = -100};
 }
 
 // Reduces per-element losses: mean over all elements, sum, none, or sum / batch size.
@@ -39,10 +39,15 @@ Tensor *op_cross_entropy(Tensor *logits, Tensor *target, CrossEntropyOptions opt
     int64_t classes = logits->shape[1];
     Tensor *scores = classes_last(logits);
     int64_t rows = scores->shape[0];
-    if (tensor_numel(target) != rows) {
-        char a[96], b[96];
-        tensor_fatal("cross_entropy", "target shape %s does not match logits %s", tensor_shape_string(target, a, sizeof a),
-                     tensor_shape_string(logits, b, sizeof b));
+    // The target's shape is the logits' without the class dim: [B] for [B, N], [B, H, W] for [B, N, H, W].
+    Shape expected = {.ndim = logits->ndim - 1};
+    expected.dims[0] = logits->shape[0];
+    for (int d = 2; d < logits->ndim; d++) expected.dims[d - 1] = logits->shape[d];
+    if (!shape_equal(tensor_shape(target), expected)) {
+        char a[96], b[96], c[96];
+        tensor_fatal("cross_entropy", "target shape %s does not match logits %s (expected target %s)",
+                     tensor_shape_string(target, a, sizeof a), tensor_shape_string(logits, b, sizeof b),
+                     shape_string(expected, c, sizeof c));
     }
     if (options.class_weight && tensor_numel(options.class_weight) != classes)
         tensor_fatal("cross_entropy", "class weights have %lld entries for %lld classes", (long long)tensor_numel(options.class_weight), (long long)classes);
@@ -95,7 +100,12 @@ Tensor *op_cross_entropy(Tensor *logits, Tensor *target, CrossEntropyOptions opt
         return op_reshape(loss, shape);
     }
     case REDUCTION_MEAN:
-    default: return op_mul_scalar(op_sum_all(loss), 1.0 / weight_sum);  // all ignored: NaN, as PyTorch
+    default:
+        // All targets ignored (or zero class weights): 0/0 = NaN, as PyTorch. With per-sample
+        // weights that are all zero (FixMatch before any pseudo-label passes its threshold) the
+        // loss is 0 with zero gradients, as FixMatch's (loss * mask).mean() gives.
+        if (weight_sum == 0 && options.sample_weight) return op_mul_scalar(op_sum_all(loss), 0.0);
+        return op_mul_scalar(op_sum_all(loss), 1.0 / weight_sum);
     }
 }
 

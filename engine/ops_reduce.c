@@ -181,7 +181,7 @@ Tensor *op_argmax(Tensor *x, int dim, bool keepdim) {
 static void logsumexp_backward(AutogradNode *node, Tensor *g) {
     Tensor *x = node->inputs[0];
     int dim = (int)node->ints[0];
-    Tensor *keep_g = node->ints[1] ? g : op_unsqueeze(g, dim);
+    Tensor *keep_g = node->ints[1] || x->ndim == 0 ? g : op_unsqueeze(g, dim);
     autograd_pass_grad(node, 0, op_mul(op_softmax(x, dim), keep_g));
 }
 

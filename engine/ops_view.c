@@ -175,6 +175,7 @@ Tensor *op_expand(Tensor *x, Shape shape) {
     for (int i = 0; i < shape.ndim; i++) {
         int d = x->ndim - shape.ndim + i;
         if (d < 0) {
+            if (shape.dims[i] < 0) tensor_fatal("expand", "-1 is only allowed for existing dimensions, not new leading ones");
             stride[i] = 0;
             continue;
         }

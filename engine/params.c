@@ -1,5 +1,6 @@
 #include "engine/params.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,15 +122,44 @@ int params_save(const ParamStore *store, const char *path, const char *const *me
     return status;
 }
 
-// Copies a stored tensor of any float dtype into an f32 tensor of the same element count.
-static void load_entry(Tensor *dst, const SafetensorsEntry *entry) {
-    int64_t n = tensor_numel(dst);
-    float *out = tensor_f32(dst);  // parameters and buffers are contiguous f32
-    if (entry->dtype == DTYPE_F32) {
-        memcpy(out, entry->data, (size_t)n * sizeof(float));
-        return;
+// Copies a stored tensor into an f32 parameter or buffer (contiguous); integer buffers such as
+// torchvision's i64 num_batches_tracked convert too. Returns the index of the first non-finite
+// value, or -1.
+static int64_t load_entry(Tensor *dst, const SafetensorsEntry *entry) {
+    int64_t n = tensor_numel(dst), first_bad = -1;
+    float *out = tensor_f32(dst);
+    if (entry->dtype == DTYPE_F32) memcpy(out, entry->data, (size_t)n * sizeof(float));
+    else
+        for (int64_t i = 0; i < n; i++) out[i] = (float)dtype_load(entry->data, entry->dtype, i);
+    for (int64_t i = 0; i < n && first_bad < 0; i++)
+        if (!isfinite(out[i])) first_bad = i;
+    return first_bad;
+}
+
+// Checks one tensor of the store against the file: present (or allowed missing), same shape, a
+// numeric dtype. 0 ok, 1 missing and allowed, -1 error.
+static int check_entry(const Param *p, const SafetensorsEntry *entry, const char *path, bool allow_missing, char *error,
+                       size_t error_size) {
+    if (!entry) {
+        if (allow_missing) return 1;
+        snprintf(error, error_size, "%s: tensor '%s' is missing from the file", path, p->name);
+        return -1;
     }
-    for (int64_t i = 0; i < n; i++) out[i] = (float)dtype_load(entry->data, entry->dtype, i);
+    Shape expected = tensor_shape(p->value);
+    Shape found = {.ndim = entry->ndim};
+    for (int d = 0; d < entry->ndim; d++) found.dims[d] = entry->shape[d];
+    if (!shape_equal(expected, found)) {
+        char a[96], b[96];
+        snprintf(error, error_size, "%s: tensor '%s' has shape %s, the model expects %s", path, p->name,
+                 shape_string(found, a, sizeof a), shape_string(expected, b, sizeof b));
+        return -1;
+    }
+    if (!dtype_is_float(entry->dtype) && p->group >= 0) {
+        snprintf(error, error_size, "%s: tensor '%s' has dtype %s; a trainable parameter must be floating point", path,
+                 p->name, dtype_name(entry->dtype));
+        return -1;
+    }
+    return 0;
 }
 
 int params_load(ParamStore *store, const char *path, bool allow_missing, bool allow_unexpected, char *report,
@@ -137,40 +167,11 @@ int params_load(ParamStore *store, const char *path, bool allow_missing, bool al
     SafetensorsFile *file;
     if (safetensors_open(path, &file, error, error_size) != 0) return -1;
     if (report && report_size) report[0] = 0;
-    size_t report_used = 0;
     int status = 0;
-    for (int i = 0; i < store->count && status == 0; i++) {
-        Param *p = &store->items[i];
-        const SafetensorsEntry *entry = safetensors_find(file, p->name);
-        if (!entry) {
-            if (allow_missing) {
-                if (report && report_used < report_size)
-                    report_used += (size_t)snprintf(report + report_used, report_size - report_used, "%smissing %s",
-                                                    report_used ? ", " : "", p->name);
-                continue;
-            }
-            snprintf(error, error_size, "%s: tensor '%s' is missing from the file", path, p->name);
+    // Validate everything before changing anything, so a failed load leaves the model as it was.
+    for (int i = 0; i < store->count && status == 0; i++)
+        if (check_entry(&store->items[i], safetensors_find(file, store->items[i].name), path, allow_missing, error, error_size) < 0)
             status = -1;
-            break;
-        }
-        Shape expected = tensor_shape(p->value);
-        Shape found = {.ndim = entry->ndim};
-        for (int d = 0; d < entry->ndim; d++) found.dims[d] = entry->shape[d];
-        if (!shape_equal(expected, found)) {
-            char a[96], b[96];
-            snprintf(error, error_size, "%s: tensor '%s' has shape %s, the model expects %s", path, p->name,
-                     shape_string(found, a, sizeof a), shape_string(expected, b, sizeof b));
-            status = -1;
-            break;
-        }
-        if (!dtype_is_float(entry->dtype)) {
-            snprintf(error, error_size, "%s: tensor '%s' has dtype %s, expected a floating-point type", path, p->name,
-                     dtype_name(entry->dtype));
-            status = -1;
-            break;
-        }
-        load_entry(p->value, entry);
-    }
     for (int i = 0; i < safetensors_count(file) && status == 0 && !allow_unexpected; i++) {
         const SafetensorsEntry *entry = safetensors_entry(file, i);
         if (!params_find(store, entry->name)) {
@@ -178,6 +179,32 @@ int params_load(ParamStore *store, const char *path, bool allow_missing, bool al
             status = -1;
         }
     }
+    // Copy into a staging buffer per tensor first: a non-finite value (a corrupt or diverged
+    // checkpoint) is refused before any parameter changes.
+    TensorScope scope = tensor_scope_begin();
+    Tensor **staged = calloc((size_t)(store->count ? store->count : 1), sizeof(Tensor *));
+    size_t report_used = 0;
+    for (int i = 0; i < store->count && status == 0; i++) {
+        Param *p = &store->items[i];
+        const SafetensorsEntry *entry = safetensors_find(file, p->name);
+        if (!entry) {
+            if (report && report_used < report_size)
+                report_used += (size_t)snprintf(report + report_used, report_size - report_used, "%smissing %s",
+                                                report_used ? ", " : "", p->name);
+            continue;
+        }
+        staged[i] = tensor_empty(DTYPE_F32, tensor_shape(p->value));
+        int64_t bad = load_entry(staged[i], entry);
+        if (bad >= 0) {
+            snprintf(error, error_size, "%s: tensor '%s' holds a non-finite value (%g at element %lld)", path, p->name,
+                     (double)tensor_f32(staged[i])[bad], (long long)bad);
+            status = -1;
+        }
+    }
+    for (int i = 0; i < store->count && status == 0; i++)
+        if (staged[i]) tensor_copy_raw(store->items[i].value, staged[i]);
+    free(staged);
+    tensor_scope_end(scope);
     safetensors_close(file);
     return status;
 }

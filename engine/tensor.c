@@ -48,13 +48,32 @@ Tensor *tensor_keep(Tensor *t) {
     return t;
 }
 
+// Freeing a tensor frees its graph node, which releases the node's inputs, and so on down the
+// graph: done with a work list rather than recursion, so a graph a million ops deep does not
+// overflow the C stack.
+static _Thread_local Tensor **release_pending;
+static _Thread_local int64_t release_count, release_capacity;
+static _Thread_local bool release_running;
+
 void tensor_release(Tensor *t) {
     if (!t) return;
     if (--t->refcount > 0) return;
-    if (t->node) autograd_node_release(t->node, t);
-    tensor_release(t->grad);
-    storage_release(t->storage);
-    free(t);
+    if (release_count == release_capacity) {
+        release_capacity = release_capacity ? release_capacity * 2 : 256;
+        release_pending = realloc(release_pending, (size_t)release_capacity * sizeof(Tensor *));
+        if (!release_pending) tensor_fatal("tensor", "out of memory releasing tensors");
+    }
+    release_pending[release_count++] = t;
+    if (release_running) return;  // the loop below, further up the stack, frees it
+    release_running = true;
+    while (release_count > 0) {
+        Tensor *dead = release_pending[--release_count];
+        if (dead->node) autograd_node_release(dead->node, dead);
+        tensor_release(dead->grad);
+        storage_release(dead->storage);
+        free(dead);
+    }
+    release_running = false;
 }
 
 // ---------------------------------------------------------------- storage
@@ -73,11 +92,15 @@ void tensor_set_default_device(Device device) { default_device = device; }
 #define STORAGE_CACHE_SLOTS 512
 #define STORAGE_CACHE_LIMIT ((size_t)4 << 30)
 #define STORAGE_CACHE_MIN_BYTES 4096  // smaller blocks are cheap for malloc itself
-// Under AddressSanitizer the cache is off, so that a use after free still hits freed memory.
+// Under AddressSanitizer, cached blocks are poisoned, so that a use after free is still reported
+// (as a use-after-poison) while the cache itself is tested too.
 #if defined(__SANITIZE_ADDRESS__)
-#define STORAGE_CACHE_ENABLED 0
+#include <sanitizer/asan_interface.h>
+#define CACHE_POISON(data, bytes) ASAN_POISON_MEMORY_REGION(data, bytes)
+#define CACHE_UNPOISON(data, bytes) ASAN_UNPOISON_MEMORY_REGION(data, bytes)
 #else
-#define STORAGE_CACHE_ENABLED 1
+#define CACHE_POISON(data, bytes) ((void)(data), (void)(bytes))
+#define CACHE_UNPOISON(data, bytes) ((void)(data), (void)(bytes))
 #endif
 
 typedef struct {
@@ -99,7 +122,7 @@ static size_t rounded_size(size_t nbytes) {
 
 // A cached block for `bytes`, with its real size in *block_bytes; NULL when none fits.
 static void *cache_take(size_t bytes, size_t *block_bytes) {
-    if (!STORAGE_CACHE_ENABLED || bytes < STORAGE_CACHE_MIN_BYTES) return NULL;
+    if (bytes < STORAGE_CACHE_MIN_BYTES) return NULL;
     void *data = NULL;
     pthread_mutex_lock(&storage_cache.lock);
     int best = -1;
@@ -116,18 +139,20 @@ static void *cache_take(size_t bytes, size_t *block_bytes) {
         storage_cache.count--;
     }
     pthread_mutex_unlock(&storage_cache.lock);
+    if (data) CACHE_UNPOISON(data, *block_bytes);
     return data;
 }
 
 // Keeps a freed block for reuse; returns false when it should be freed instead.
 static bool cache_put(void *data, size_t bytes) {
-    if (!STORAGE_CACHE_ENABLED || bytes < STORAGE_CACHE_MIN_BYTES || bytes > STORAGE_CACHE_LIMIT / 4) return false;
-    void *evicted[STORAGE_CACHE_SLOTS];
+    if (bytes < STORAGE_CACHE_MIN_BYTES || bytes > STORAGE_CACHE_LIMIT / 4) return false;
+    CachedBlock evicted[STORAGE_CACHE_SLOTS];
     int n_evicted = 0;
     pthread_mutex_lock(&storage_cache.lock);
+    CACHE_POISON(data, bytes);
     while (storage_cache.count > 0 &&
            (storage_cache.count == STORAGE_CACHE_SLOTS || storage_cache.bytes + bytes > STORAGE_CACHE_LIMIT)) {
-        evicted[n_evicted++] = storage_cache.blocks[0].data;
+        evicted[n_evicted++] = storage_cache.blocks[0];
         storage_cache.bytes -= storage_cache.blocks[0].bytes;
         memmove(&storage_cache.blocks[0], &storage_cache.blocks[1], (size_t)(storage_cache.count - 1) * sizeof(CachedBlock));
         storage_cache.count--;
@@ -135,13 +160,19 @@ static bool cache_put(void *data, size_t bytes) {
     storage_cache.blocks[storage_cache.count++] = (CachedBlock){data, bytes};
     storage_cache.bytes += bytes;
     pthread_mutex_unlock(&storage_cache.lock);
-    for (int i = 0; i < n_evicted; i++) free(evicted[i]);
+    for (int i = 0; i < n_evicted; i++) {
+        CACHE_UNPOISON(evicted[i].data, evicted[i].bytes);
+        free(evicted[i].data);
+    }
     return true;
 }
 
 void storage_cache_release_all(void) {
     pthread_mutex_lock(&storage_cache.lock);
-    for (int i = 0; i < storage_cache.count; i++) free(storage_cache.blocks[i].data);
+    for (int i = 0; i < storage_cache.count; i++) {
+        CACHE_UNPOISON(storage_cache.blocks[i].data, storage_cache.blocks[i].bytes);
+        free(storage_cache.blocks[i].data);
+    }
     storage_cache.count = 0;
     storage_cache.bytes = 0;
     pthread_mutex_unlock(&storage_cache.lock);
@@ -359,13 +390,13 @@ void tensor_copy_raw(Tensor *dst, const Tensor *src) {
     // Generic path: odometer over the logical shape of src, both tensors walked by their strides.
     int64_t index[TENSOR_MAX_DIMS] = {0};
     int64_t src_at = src->offset, dst_at = dst->offset;
+    size_t element = dtype_size(src->dtype);
     bool same_shape = tensor_same_shape(dst, src);
     for (int64_t i = 0; i < n; i++) {
         int64_t d_index = same_shape ? dst_at : storage_index(dst, i);
-        if (dst->dtype == DTYPE_F32 && src->dtype == DTYPE_F32)
-            ((float *)dst->storage->data)[d_index] = ((const float *)src->storage->data)[src_at];
-        else if (dst->dtype == DTYPE_F64 && src->dtype == DTYPE_F64)
-            ((double *)dst->storage->data)[d_index] = ((const double *)src->storage->data)[src_at];
+        if (dst->dtype == src->dtype)  // same type: move the bytes (exact for i64 beyond 2^53)
+            memcpy((char *)dst->storage->data + d_index * (int64_t)element, (const char *)src->storage->data + src_at * (int64_t)element,
+                   element);
         else
             dtype_store(dst->storage->data, dst->dtype, d_index, dtype_load(src->storage->data, src->dtype, src_at));
         for (int d = src->ndim - 1; d >= 0; d--) {

@@ -23,6 +23,12 @@ static bool already_listed(const char *name) {
     return false;
 }
 
+void gradcheck_record_checked(const char *name) {
+    if (already_listed(name)) return;
+    size_t used = strlen(checked_ops);
+    snprintf(checked_ops + used, sizeof checked_ops - used, "%s%s", used ? ", " : "", name);
+}
+
 const char *gradcheck_checked_ops(void) { return checked_ops; }
 
 static double probe_loss(GradcheckFn fn, void *context, Tensor **inputs, Tensor *weights) {
@@ -80,9 +86,6 @@ bool gradcheck(const char *name, GradcheckFn fn, void *context, int n_inputs, Te
             inputs[i]->grad = NULL;
         }
     tensor_scope_end(scope);
-    if (ok && !already_listed(name)) {
-        size_t used = strlen(checked_ops);
-        snprintf(checked_ops + used, sizeof checked_ops - used, "%s%s", used ? ", " : "", name);
-    }
+    if (ok) gradcheck_record_checked(name);
     return ok;
 }

@@ -15,6 +15,9 @@ bool gradcheck(const char *name, GradcheckFn fn, void *context, int n_inputs, Te
 
 // A random f64 tensor (normal(0,1) * scale + shift) that requires gradients.
 Tensor *gradcheck_input(Shape shape, double scale, double shift);
+// Adds an op checked by a dedicated test (one whose gradient is not a derivative, like
+// gradient reversal) to the report.
+void gradcheck_record_checked(const char *name);
 // Ops checked so far, comma separated, for the runner's report.
 const char *gradcheck_checked_ops(void);
 

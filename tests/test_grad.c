@@ -122,6 +122,27 @@ TEST(grad_grad_reverse) {
     for (int i = 0; i < 4; i++) CHECK(tensor_get(y, i) == tensor_get(x, i));
     tensor_backward(op_sum_all(op_mul(y, w)), NULL);
     for (int i = 0; i < 4; i++) CHECK_CLOSE(tensor_get(x->grad, i), -0.7 * tensor_get(w, i), 1e-15, 0);
+    if (!test_checks_failed_in_current) gradcheck_record_checked("grad_reverse");
+    tensor_scope_end(scope);
+}
+
+// Dropout with the mask fixed: every evaluation draws from the same (seed, stream, offset).
+static Tensor *dropout_fixed_mask(Tensor *x) {
+    Rng rng = rng_make(21, 3);
+    return op_dropout(x, 0.4, true, &rng);
+}
+GRAD_CASE(grad_dropout, "dropout", dropout_fixed_mask(in[0]), X(SHAPE(4, 5)))
+
+// Conversion between float types passes the gradient through, converted back to the input's type.
+TEST(grad_to_dtype) {
+    TensorScope scope = tensor_scope_begin();
+    Tensor *x = tensor_requires_grad(tensor_from_data(DTYPE_F32, SHAPE(3), (float[]){1.5f, -2.0f, 0.25f}));
+    Tensor *y = op_to_dtype(x, DTYPE_F64);
+    CHECK(y->dtype == DTYPE_F64 && tensor_get(y, 2) == 0.25);
+    tensor_backward(y, tensor_from_data(DTYPE_F64, SHAPE(3), (double[]){0.5, 3.0, -1.0}));
+    CHECK(x->grad && x->grad->dtype == DTYPE_F32);
+    CHECK(tensor_get(x->grad, 0) == 0.5 && tensor_get(x->grad, 1) == 3.0 && tensor_get(x->grad, 2) == -1.0);
+    if (!test_checks_failed_in_current) gradcheck_record_checked("to_dtype");
     tensor_scope_end(scope);
 }
 
@@ -196,6 +217,8 @@ int main(void) {
     RUN_TEST(grad_kl_div_log_target);
     RUN_TEST(grad_entropy);
     RUN_TEST(grad_grad_reverse);
+    RUN_TEST(grad_dropout);
+    RUN_TEST(grad_to_dtype);
     RUN_TEST(grad_attention);
     RUN_TEST(grad_attention_causal);
     RUN_TEST(grad_attention_bool_mask);

@@ -2,11 +2,13 @@
 // resume giving bitwise-identical weights to an uninterrupted run.
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/toy_tasks.h"
 #include "engine/checkpoint.h"
 #include "engine/optim.h"
+#include "engine/safetensors.h"
 #include "engine/schedule.h"
 #include "models/small.h"
 #include "tests/check.h"
@@ -229,10 +231,94 @@ TEST(params_load_reports_problems) {
     rmdir(directory);
 }
 
+// Writes a copy of `source` with one tensor replaced (same name, dtype and shape) — for corrupt files.
+static void rewrite_with(const char *source, const char *destination, const char *name, DType dtype, const void *data) {
+    SafetensorsFile *in;
+    char error[512];
+    CHECK_MSG(safetensors_open(source, &in, error, sizeof error) == 0, "%s", error);
+    SafetensorsWriter *writer = safetensors_writer_new();
+    for (int i = 0; i < safetensors_count(in); i++) {
+        const SafetensorsEntry *e = safetensors_entry(in, i);
+        bool replace = strcmp(e->name, name) == 0;
+        safetensors_writer_add(writer, e->name, replace ? dtype : e->dtype, e->ndim, e->shape, replace ? data : e->data);
+    }
+    for (int i = 0; i < safetensors_metadata_count(in); i++)
+        safetensors_writer_set_metadata(writer, safetensors_metadata_key(in, i), safetensors_metadata_value(in, i));
+    CHECK_MSG(safetensors_writer_write(writer, destination, error, sizeof error) == 0, "%s", error);
+    safetensors_writer_free(writer);
+    safetensors_close(in);
+}
+
+TEST(checkpoint_failures_leave_the_run_untouched) {
+    char directory[] = "/tmp/tailor_ckpt_fail_XXXXXX", path[700], previous[700], error[512];
+    CHECK(mkdtemp(directory) != NULL);
+    rmdir(directory);  // checkpoint_save creates it
+    MlpRun run;
+    mlp_run_init(&run, 4);
+    for (int i = 0; i < 3; i++) mlp_run_step(&run);
+    CHECK_MSG(checkpoint_save(directory, run.model.params, run.optimizer, &run.state, error, sizeof error) == 0, "%s", error);
+    mlp_run_step(&run);
+    CHECK_MSG(checkpoint_save(directory, run.model.params, run.optimizer, &run.state, error, sizeof error) == 0, "%s", error);
+    snprintf(previous, sizeof previous, "%s.prev", directory);
+    struct stat info;
+    CHECK(stat(previous, &info) != 0);  // the replaced checkpoint is cleaned up
+
+    // A save interrupted between its two renames leaves only <dir>.prev: resume falls back to it.
+    CHECK(rename(directory, previous) == 0);
+    MlpRun resumed;
+    mlp_run_init(&resumed, 4);
+    CHECK_MSG(checkpoint_load(directory, resumed.model.params, resumed.optimizer, &resumed.state, error, sizeof error) == 0, "%s", error);
+    CHECK(resumed.state.step == 4);
+    CHECK(rename(previous, directory) == 0);
+
+    // NaN in the weights: refused, naming the tensor, and nothing of the run changes.
+    int64_t n = run.model.params->numel;
+    float *before = malloc((size_t)n * sizeof(float));
+    memcpy(before, params_values(resumed.model.params), (size_t)n * sizeof(float));
+    int64_t step_before = resumed.state.step;
+    snprintf(path, sizeof path, "%s/model.safetensors", directory);
+    float poisoned[3 * 32];
+    for (int i = 0; i < 3 * 32; i++) poisoned[i] = i == 5 ? NAN : 0.5f;
+    rewrite_with(path, path, "layers.2.weight", DTYPE_F32, poisoned);
+    resumed.state.step = 99;
+    CHECK(checkpoint_load(directory, resumed.model.params, resumed.optimizer, &resumed.state, error, sizeof error) != 0);
+    CHECK_MSG(strstr(error, "layers.2.weight") && strstr(error, "non-finite") && strstr(error, "element 5"), "%s", error);
+    CHECK(memcmp(before, params_values(resumed.model.params), (size_t)n * sizeof(float)) == 0);
+    CHECK(resumed.state.step == 99);
+    (void)step_before;
+    free(before);
+    mlp_run_free(&resumed);
+    mlp_run_free(&run);
+    snprintf(path, sizeof path, "%s/model.safetensors", directory);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/train_state.safetensors", directory);
+    unlink(path);
+    rmdir(directory);
+}
+
+TEST(integer_buffers_load_from_pytorch_files) {
+    // torchvision stores bn.num_batches_tracked as an i64 scalar.
+    char directory[] = "/tmp/tailor_i64_XXXXXX", path[600], error[512];
+    CHECK(mkdtemp(directory) != NULL);
+    snprintf(path, sizeof path, "%s/cnn.safetensors", directory);
+    SmallCnn a = small_cnn_create(1, 4, 4, 1), b = small_cnn_create(1, 4, 4, 2);
+    CHECK(params_save(a.params, path, NULL, error, sizeof error) == 0);
+    int64_t tracked = 123;
+    rewrite_with(path, path, "bn1.num_batches_tracked", DTYPE_I64, &tracked);
+    CHECK_MSG(params_load(b.params, path, false, false, NULL, 0, error, sizeof error) == 0, "%s", error);
+    CHECK(tensor_get(b.bn1.num_batches_tracked, 0) == 123.0);
+    small_cnn_free(&a);
+    small_cnn_free(&b);
+    unlink(path);
+    rmdir(directory);
+}
+
 int main(void) {
     RUN_TEST(mlp_learns_spirals);
     RUN_TEST(cnn_learns_shapes);
     RUN_TEST(checkpoint_resume_is_bitwise_identical);
     RUN_TEST(params_load_reports_problems);
+    RUN_TEST(checkpoint_failures_leave_the_run_untouched);
+    RUN_TEST(integer_buffers_load_from_pytorch_files);
     return test_summary();
 }

@@ -11,6 +11,7 @@
 
 #include "data/toy_tasks.h"
 #include "engine/checkpoint.h"
+#include "engine/json.h"
 #include "engine/jsonl.h"
 #include "engine/optim.h"
 #include "engine/schedule.h"
@@ -56,6 +57,41 @@ static void evaluate(DemoModel *model, const ToyTask *task, double *loss, double
     *accuracy = (double)correct / (double)n;
 }
 
+// Compares the settings saved with a checkpoint against this run's; names the first flag that
+// differs. Both are the JSON objects written below.
+static int check_resume_settings(const char *saved_text, const char *current_text, const char *resume_dir) {
+    char error[256];
+    JsonValue *saved = json_parse(saved_text, strlen(saved_text), error, sizeof error);
+    JsonValue *current = json_parse(current_text, strlen(current_text), error, sizeof error);
+    int status = 0;
+    if (!saved || !current || json_type(json_get(saved, "command")) != JSON_STRING ||
+        strcmp(json_string(json_get(saved, "command")), "demo") != 0) {
+        fprintf(stderr, "error: tailor demo: --resume %s: the checkpoint was not written by tailor demo\n", resume_dir);
+        status = -1;
+    }
+    for (size_t i = 0; status == 0 && i < json_length(current); i++) {
+        const char *key = json_key(current, i);
+        const JsonValue *now = json_value_at(current, i), *then = json_get(saved, key);
+        bool same = then && json_type(then) == json_type(now);
+        if (same && json_type(now) == JSON_STRING) same = strcmp(json_string(then), json_string(now)) == 0;
+        else if (same && json_type(now) == JSON_NUMBER) same = json_number(then) == json_number(now);
+        else if (same && json_type(now) == JSON_BOOL) {
+            int a = 0, b = 0;
+            json_bool(then, &a);
+            json_bool(now, &b);
+            same = a == b;
+        }
+        if (!same) {
+            fprintf(stderr, "error: tailor demo: --resume %s: the checkpoint was made with a different --%s; resume with the same value\n",
+                    resume_dir, key);
+            status = -1;
+        }
+    }
+    json_free(saved);
+    json_free(current);
+    return status;
+}
+
 // mkdir -p: 0, or -1 with errno set.
 static int make_directories(const char *path) {
     char partial[4096];
@@ -70,7 +106,7 @@ static int make_directories(const char *path) {
 }
 
 int command_demo(int argc, char **argv) {
-    const char *task_name = "shapes", *optimizer_name = "sgd", *schedule_text = "cosine:warmup=20";
+    const char *task_name = "shapes", *optimizer_name = "sgd", *schedule_text = NULL;
     const char *out_dir = "runs/demo", *resume_dir = NULL, *device = "auto";
     int64_t steps = 300, batch_size = 64, samples = 4096, width = 16, seed = 0, checkpoint_every = 100, eval_every = 100, threads = 0;
     double lr = 0.05, momentum = 0.9, weight_decay = 5e-4;
@@ -86,7 +122,7 @@ int command_demo(int argc, char **argv) {
         {"lr", FLAG_DOUBLE, &lr, "base learning rate", NULL},
         {"momentum", FLAG_DOUBLE, &momentum, "SGD momentum (Nesterov)", NULL},
         {"weight-decay", FLAG_DOUBLE, &weight_decay, "weight decay (not applied to biases and norms)", NULL},
-        {"lr-schedule", FLAG_STRING, &schedule_text, "constant | step:every=N[,gamma=G] | multistep:milestones=A/B | cosine[:min=F] | dann | inv; each may add warmup=N,start=F", NULL},
+        {"lr-schedule", FLAG_STRING, &schedule_text, "constant | step:every=N[,gamma=G] | multistep:milestones=A/B | cosine[:min=F] | dann | inv; each may add warmup=N,start=F (default: cosine with a warm-up of min(20, steps/10))", NULL},
         {"seed", FLAG_INT, &seed, "seed for data, initialisation and order", NULL},
         {"out", FLAG_STRING, &out_dir, "output directory (log.jsonl, checkpoint/)", NULL},
         {"resume", FLAG_STRING, &resume_dir, "checkpoint directory to continue from", NULL},
@@ -101,6 +137,16 @@ int command_demo(int argc, char **argv) {
         fprintf(stderr, "error: tailor demo: --steps, --batch-size, --width must be positive, --samples >= --batch-size, "
                         "--checkpoint-every/--eval-every >= 0\n");
         return 2;
+    }
+    // Bounds that keep the generated data and model in memory (a 16x16 image is 1 KiB).
+    if (samples > 4000000 || width > 1024 || batch_size > 65536) {
+        fprintf(stderr, "error: tailor demo: --samples (at most 4000000), --width (at most 1024) or --batch-size (at most 65536) too large\n");
+        return 2;
+    }
+    char default_schedule[64];
+    if (!schedule_text) {
+        snprintf(default_schedule, sizeof default_schedule, "cosine:warmup=%lld", (long long)(steps / 10 < 20 ? steps / 10 : 20));
+        schedule_text = default_schedule;
     }
     apply_device_and_threads("demo", device, threads);
     char error[1024];
@@ -139,14 +185,31 @@ int command_demo(int argc, char **argv) {
     }
     optimizer_add_group(optimizer, params->group_start[PARAM_GROUP_NO_DECAY], params->group_count[PARAM_GROUP_NO_DECAY], 1.0, 0.0);
 
+    // The settings that fix the data, the model and its parameter layout; a resume must match them.
     TrainState state = {0};
-    snprintf(state.user_json, sizeof state.user_json, "{\"command\":\"demo\",\"task\":\"%s\",\"seed\":%lld}", task_name, (long long)seed);
+    snprintf(state.user_json, sizeof state.user_json,
+             "{\"command\":\"demo\",\"task\":\"%s\",\"seed\":%lld,\"samples\":%lld,\"batch-size\":%lld,\"width\":%lld,\"optimizer\":\"%s\","
+             "\"momentum\":%s}",
+             task_name, (long long)seed, (long long)samples, (long long)batch_size, (long long)width, optimizer_name,
+             momentum > 0 ? "true" : "false");
     if (resume_dir) {
+        char saved[sizeof state.user_json];
+        if (checkpoint_read_user_json(resume_dir, saved, sizeof saved, error, sizeof error) != 0) {
+            fprintf(stderr, "error: tailor demo: --resume: %s\n", error);
+            return 1;
+        }
+        if (check_resume_settings(saved, state.user_json, resume_dir) != 0) return 2;
         if (checkpoint_load(resume_dir, params, optimizer, &state, error, sizeof error) != 0) {
             fprintf(stderr, "error: tailor demo: --resume: %s\n", error);
             return 1;
         }
-        fprintf(stderr, "tailor demo: resumed from %s at step %lld\n", resume_dir, (long long)state.step);
+        fprintf(stderr, "tailor demo: resumed from %s at step %lld (bitwise continuation needs the same --threads)\n",
+                resume_dir, (long long)state.step);
+        if (state.step >= steps) {
+            fprintf(stderr, "error: tailor demo: the checkpoint is already at step %lld; ask for more with --steps (now %lld)\n",
+                    (long long)state.step, (long long)steps);
+            return 2;
+        }
     }
 
     char path[4096];
@@ -167,7 +230,7 @@ int command_demo(int argc, char **argv) {
     Progress progress;
     progress_begin(&progress, "demo", steps);
     double smoothed_loss = NAN, test_loss = NAN, test_accuracy = NAN;
-    char status[128], checkpoint_dir[4096];
+    char status[128] = "", checkpoint_dir[4096];
     snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/checkpoint", out_dir);
     double start_time = progress_now();
     int64_t first_step = state.step;

@@ -15,12 +15,12 @@
     X(add_scalar, x + p0, (real)1)                                                              \
     X(mul_scalar, x * p0, p0)                                                                   \
     X(rsub_scalar, p0 - x, (real)-1)                                                            \
-    X(pow_scalar, pow(x, p0), p0 * pow(x, p0 - 1))                                              \
+    X(pow_scalar, pow(x, p0), p0 == 0 ? (real)0 : p0 * pow(x, p0 - 1))                                              \
     X(clamp, x < p0 ? p0 : (x > p1 ? p1 : x), (real)(x >= p0 && x <= p1))                       \
     X(sigmoid, 1 / (1 + exp(-x)), y * (1 - y))                                                  \
     X(tanh, tanh(x), 1 - y * y)                                                                 \
-    X(relu, x > 0 ? x : 0, (real)(x > 0))                                                       \
-    X(leaky_relu, x > 0 ? x : p0 * x, x > 0 ? (real)1 : p0)                                     \
+    X(relu, x < 0 ? 0 : x, (real)(x > 0))  /* NaN passes through, as PyTorch */                                                       \
+    X(leaky_relu, x < 0 ? p0 * x : x, x > 0 ? (real)1 : p0)                                     \
     X(gelu, (real)0.5 * x * (1 + erf(x * (real)M_SQRT1_2)),                                     \
       (real)0.5 * (1 + erf(x * (real)M_SQRT1_2)) + x * exp((real)-0.5 * x * x) * (real)(0.5 * M_2_SQRTPI * M_SQRT1_2)) \
     X(gelu_tanh, (real)0.5 * x * (1 + tanh((real)0.7978845608028654 * (x + (real)0.044715 * x * x * x))), \
