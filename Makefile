@@ -33,9 +33,41 @@ TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test bench clean
+# CUDA kernels. Every kernels/*.cu (and the emulator's own test kernels, kernels/emu/tests/*.cu) is
+# compiled as C with the emulator's header forced in front, into $(BUILD)/kernels-emu/; those objects
+# and the emulator (kernels/emu/*.c) make $(BUILD)/libcuemu.a, which test programs link.
+KERNEL_CU := $(wildcard kernels/*.cu)
+EMU_TEST_CU := $(wildcard kernels/emu/tests/*.cu)
+CUEMU_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard kernels/emu/*.c))
+KERNEL_EMU_OBJ := $(KERNEL_CU:kernels/%.cu=$(BUILD)/kernels-emu/%.o)
+EMU_TEST_KERNEL_OBJ := $(EMU_TEST_CU:kernels/%.cu=$(BUILD)/kernels-emu/%.o)
+CUEMU_LIB := $(BUILD)/libcuemu.a
+# Static __shared__ variables live in the section cuemu_shared; gcc gives globals there ASan redzones
+# only when asked (compilers without the option go without).
+ifeq ($(SANITIZE),1)
+CUEMU_SECTION_FLAGS := $(shell $(CC) -fsanitize=address -fsanitize-sections=cuemu_shared -x c -c /dev/null \
+    -o /dev/null 2>/dev/null && echo -fsanitize-sections=cuemu_shared)
+endif
+KERNEL_EMU_FLAGS := -x c -include kernels/emu/cuemu.h $(CUEMU_SECTION_FLAGS)
+
+# The same sources compiled by nvcc for sm_80 and sm_90, warnings as errors, into $(BUILD)/kernels-cuda/:
+# part of `make` when nvcc is found (on PATH or in /usr/local/cuda), skipped otherwise; `make NVCC=`
+# skips it. Not repeated in the SANITIZE=1 build, whose nvcc objects would be the same.
+NVCC ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_GENCODE := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+NVCCFLAGS := -std=c++17 -O2 $(CUDA_GENCODE) -I. -Werror all-warnings \
+    -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Werror
+CUDA_OBJ := $(KERNEL_CU:kernels/%.cu=$(BUILD)/kernels-cuda/%.o) $(EMU_TEST_CU:kernels/%.cu=$(BUILD)/kernels-cuda/%.o)
+ifneq ($(NVCC),)
+ifneq ($(SANITIZE),1)
+CUDA_ALL := cuda-check
+endif
+endif
+
+.PHONY: all test bench clean cuda-check
 .SECONDARY:
-all: $(LIB) $(TAILOR)
+.SECONDEXPANSION:
+all: $(LIB) $(TAILOR) $(CUEMU_LIB) $(CUDA_ALL)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -48,7 +80,31 @@ $(LIB): $(ENGINE_OBJ)
 $(TAILOR): $(TOOL_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJ) $(LIB)
+$(BUILD)/kernels-emu/%.o: kernels/%.cu
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(KERNEL_EMU_FLAGS) -MMD -MP -c $< -o $@
+
+$(CUEMU_LIB): $(CUEMU_OBJ) $(KERNEL_EMU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/kernels-cuda/%.o: kernels/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+cuda-check:
+ifeq ($(NVCC),)
+	@echo "nvcc not found: CUDA sources not compiled for the GPU"
+else
+cuda-check: $(CUDA_OBJ)
+endif
+
+# Tests link the emulated CUDA device (engine/gpu/gpu_emulated.c, from gpu.mk), objects first.
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $$(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+# The emulator's tests also link the test kernels (before the libraries whose symbols they use).
+$(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
@@ -62,5 +118,8 @@ bench: $(BENCH_BIN)
 
 clean:
 	rm -rf build build-san
+
+# The device runtime (engine/gpu): which implementation each program links.
+include engine/gpu/gpu.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
