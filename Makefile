@@ -66,7 +66,10 @@ endif
 
 .PHONY: all test bench clean cuda-check
 .SECONDARY:
-.SECONDEXPANSION:
+
+# The device runtime (engine/gpu): which implementation each program links (GPU_*_OBJ).
+include engine/gpu/gpu.mk
+
 all: $(LIB) $(TAILOR) $(CUEMU_LIB) $(CUDA_ALL)
 
 $(BUILD)/%.o: %.c
@@ -77,7 +80,8 @@ $(LIB): $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(TAILOR): $(TOOL_SRC:%.c=$(BUILD)/%.o) $(LIB)
+# The CPU program: no CUDA device (engine/gpu/gpu_none.c says so clearly if one is asked for).
+$(TAILOR): $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_NONE_OBJ) $(LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/kernels-emu/%.o: kernels/%.cu
@@ -100,14 +104,14 @@ cuda-check: $(CUDA_OBJ)
 endif
 
 # Tests link the emulated CUDA device (engine/gpu/gpu_emulated.c, from gpu.mk), objects first.
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $$(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 # The emulator's tests also link the test kernels (before the libraries whose symbols they use).
-$(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
+$(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(GPU_NONE_OBJ) $(LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 test: $(TEST_BIN) $(TAILOR)
@@ -118,8 +122,5 @@ bench: $(BENCH_BIN)
 
 clean:
 	rm -rf build build-san
-
-# The device runtime (engine/gpu): which implementation each program links.
-include engine/gpu/gpu.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

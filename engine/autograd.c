@@ -67,7 +67,7 @@ void autograd_node_release(AutogradNode *node, Tensor *owner) {
 // outlives the pass and is accumulated in place later, so the first gradient is copied.
 static void accumulate_into(Tensor **slot, Tensor *g) {
     if (!*slot) {
-        Tensor *copy = tensor_empty(g->dtype, tensor_shape(g));
+        Tensor *copy = tensor_empty_like(g);
         tensor_copy_raw(copy, g);
         *slot = tensor_keep(copy);
     } else {
@@ -84,7 +84,7 @@ static void accumulate_node_grad(AutogradNode *node, Tensor *g) {
         node->grad_sum = tensor_keep(g);
         node->grad_sum_owned = false;
     } else if (!node->grad_sum_owned) {
-        Tensor *sum = tensor_empty(g->dtype, tensor_shape(g));
+        Tensor *sum = tensor_empty_like(g);
         tensor_copy_raw(sum, node->grad_sum);
         op_add_inplace_raw(sum, g);
         tensor_release(node->grad_sum);
@@ -175,7 +175,8 @@ void tensor_backward(Tensor *root, Tensor *grad_output) {
             char s[96];
             tensor_fatal("backward", "root has shape %s; give an output gradient for a non-scalar", tensor_shape_string(root, s, sizeof s));
         }
-        seed = tensor_full(root->dtype, tensor_shape(root), 1.0);
+        seed = tensor_empty_like(root);  // on the root's device
+        tensor_fill_raw(seed, 1.0);
     } else if (!tensor_same_shape(seed, root)) {
         tensor_fatal("backward", "output gradient shape differs from the root's");
     }

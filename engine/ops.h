@@ -20,6 +20,7 @@ Tensor *op_unsqueeze(Tensor *x, int dim);
 Tensor *op_flatten(Tensor *x, int start_dim, int end_dim);
 Tensor *op_contiguous(Tensor *x);
 Tensor *op_to_dtype(Tensor *x, DType dtype);  // differentiable between float types
+Tensor *op_to_device(Tensor *x, Device device); // a copy on another device; the gradient comes back
 Tensor *op_clone(Tensor *x);
 
 // ---------------------------------------------------------------- elementwise

@@ -15,7 +15,8 @@ void check_same_dtype(const char *op, const Tensor *a, const Tensor *b) {
 }
 
 void check_cpu(const char *op, const Tensor *x) {
-    if (x->storage->device.kind != DEVICE_CPU) tensor_fatal(op, "this build runs ops on the cpu device only");
+    if (x->storage->device.kind != DEVICE_CPU)
+        tensor_fatal(op, "no CUDA implementation of this op yet; move the tensor with op_to_device(x, device_cpu())");
 }
 
 Shape broadcast_shapes(const char *op, Shape a, Shape b) {

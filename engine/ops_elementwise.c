@@ -183,6 +183,13 @@ Tensor *op_masked_fill(Tensor *x, Tensor *mask, double value) {
 
 void op_axpy_inplace_raw(Tensor *dst, double alpha, Tensor *src) {
     if (tensor_numel(dst) != tensor_numel(src)) tensor_fatal("accumulate", "element counts differ");
+    if (tensor_is_cuda(dst) || tensor_is_cuda(src)) {
+        // Staged through the host until the device has an axpy kernel: correct, not fast.
+        Tensor *host_dst = tensor_to_device_raw(dst, device_cpu()), *host_src = tensor_to_device_raw(src, device_cpu());
+        op_axpy_inplace_raw(host_dst, alpha, host_src);
+        tensor_copy_raw(dst, host_dst);
+        return;
+    }
     Tensor *s = contiguous(src);
     int64_t n = tensor_numel(dst);
     if (tensor_is_contiguous(dst) && dst->dtype == DTYPE_F32 && s->dtype == DTYPE_F32) {

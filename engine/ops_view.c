@@ -254,6 +254,18 @@ Tensor *op_clone(Tensor *x) {
     return out;
 }
 
+static void to_device_backward(AutogradNode *node, Tensor *g) {
+    autograd_pass_grad(node, 0, op_to_device(g, node->inputs[0]->storage->device));
+}
+
+Tensor *op_to_device(Tensor *x, Device device) {
+    Device from = x->storage->device;
+    if (from.kind == device.kind && from.index == device.index) return x;
+    Tensor *out = tensor_to_device_raw(x, device);
+    if (autograd_needed(1, &x)) autograd_record(out, "to_device", to_device_backward, 1, &x);
+    return out;
+}
+
 static void to_dtype_backward(AutogradNode *node, Tensor *g) {
     autograd_pass_grad(node, 0, op_to_dtype(g, node->inputs[0]->dtype));
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/autograd.h"
+#include "engine/gpu/gpu.h"
 
 // ---------------------------------------------------------------- errors
 
@@ -179,9 +180,16 @@ void storage_cache_release_all(void) {
 }
 
 Storage *storage_new(size_t nbytes, Device device) {
-    if (device.kind != DEVICE_CPU) tensor_fatal("storage_new", "only the cpu device is available in this build");
     Storage *s = calloc(1, sizeof(Storage));
     if (!s) tensor_fatal("storage_new", "out of memory");
+    if (device.kind == DEVICE_CUDA) {  // device memory, from the runtime's caching allocator
+        s->data = gpu_alloc(nbytes ? nbytes : 1);
+        s->nbytes = s->capacity = nbytes;
+        s->refcount = 1;
+        s->device = device;
+        s->owns_data = true;
+        return s;
+    }
     s->capacity = rounded_size(nbytes);
     s->data = cache_take(s->capacity, &s->capacity);  // a reused block keeps its real size
     if (!s->data) s->data = aligned_alloc(64, s->capacity);
@@ -195,7 +203,8 @@ Storage *storage_new(size_t nbytes, Device device) {
 
 void storage_release(Storage *s) {
     if (!s || --s->refcount > 0) return;
-    if (s->owns_data && !cache_put(s->data, s->capacity)) free(s->data);
+    if (s->owns_data && s->device.kind == DEVICE_CUDA) gpu_free(s->data);
+    else if (s->owns_data && !cache_put(s->data, s->capacity)) free(s->data);
     free(s);
 }
 
@@ -226,15 +235,18 @@ static Tensor *tensor_alloc_header(DType dtype, Shape shape) {
     return t;
 }
 
-Tensor *tensor_empty(DType dtype, Shape shape) {
+Tensor *tensor_empty_on(DType dtype, Shape shape, Device device) {
     Tensor *t = tensor_alloc_header(dtype, shape);
-    t->storage = storage_new((size_t)shape_numel(shape) * dtype_size(dtype), default_device);
+    t->storage = storage_new((size_t)shape_numel(shape) * dtype_size(dtype), device);
     return t;
 }
 
+Tensor *tensor_empty(DType dtype, Shape shape) { return tensor_empty_on(dtype, shape, default_device); }
+
 Tensor *tensor_zeros(DType dtype, Shape shape) {
     Tensor *t = tensor_empty(dtype, shape);
-    memset(t->storage->data, 0, t->storage->nbytes);
+    if (tensor_is_cuda(t)) gpu_memset_async(t->storage->data, 0, t->storage->nbytes, gpu_stream_default());
+    else memset(t->storage->data, 0, t->storage->nbytes);
     return t;
 }
 
@@ -246,20 +258,28 @@ Tensor *tensor_full(DType dtype, Shape shape, double value) {
 
 Tensor *tensor_from_data(DType dtype, Shape shape, const void *data) {
     Tensor *t = tensor_empty(dtype, shape);
-    memcpy(t->storage->data, data, t->storage->nbytes);
+    if (tensor_is_cuda(t)) gpu_copy_to_device(t->storage->data, data, t->storage->nbytes);
+    else memcpy(t->storage->data, data, t->storage->nbytes);
     return t;
 }
 
 Tensor *tensor_scalar(DType dtype, double value) { return tensor_full(dtype, SHAPE(), value); }
 
 Tensor *tensor_arange(DType dtype, int64_t n) {
+    Tensor *host = tensor_empty_on(dtype, SHAPE(n), device_cpu());
+    for (int64_t i = 0; i < n; i++) dtype_store(host->storage->data, dtype, i, (double)i);
+    if (default_device.kind == DEVICE_CPU) return host;
     Tensor *t = tensor_empty(dtype, SHAPE(n));
-    for (int64_t i = 0; i < n; i++) dtype_store(t->storage->data, dtype, i, (double)i);
+    tensor_copy_raw(t, host);
     return t;
 }
 
-Tensor *tensor_empty_like(const Tensor *t) { return tensor_empty(t->dtype, tensor_shape(t)); }
-Tensor *tensor_zeros_like(const Tensor *t) { return tensor_zeros(t->dtype, tensor_shape(t)); }
+Tensor *tensor_empty_like(const Tensor *t) { return tensor_empty_on(t->dtype, tensor_shape(t), t->storage->device); }
+Tensor *tensor_zeros_like(const Tensor *t) {
+    Tensor *z = tensor_empty_like(t);
+    tensor_fill_raw(z, 0.0);
+    return z;
+}
 
 Tensor *tensor_wrap(DType dtype, Shape shape, void *data) {
     Tensor *t = tensor_alloc_header(dtype, shape);
@@ -354,9 +374,26 @@ static int64_t storage_index(const Tensor *t, int64_t flat) {
     return index;
 }
 
-double tensor_get(const Tensor *t, int64_t flat) { return dtype_load(t->storage->data, t->dtype, storage_index(t, flat)); }
+double tensor_get(const Tensor *t, int64_t flat) {
+    int64_t at = storage_index(t, flat);
+    if (!tensor_is_cuda(t)) return dtype_load(t->storage->data, t->dtype, at);
+    uint64_t element = 0;  // one element, fetched from the device
+    size_t size = dtype_size(t->dtype);
+    gpu_copy_to_host(&element, (const char *)t->storage->data + at * (int64_t)size, size);
+    return dtype_load(&element, t->dtype, 0);
+}
 
-void tensor_set(Tensor *t, int64_t flat, double value) { dtype_store(t->storage->data, t->dtype, storage_index(t, flat), value); }
+void tensor_set(Tensor *t, int64_t flat, double value) {
+    int64_t at = storage_index(t, flat);
+    if (!tensor_is_cuda(t)) {
+        dtype_store(t->storage->data, t->dtype, at, value);
+        return;
+    }
+    uint64_t element = 0;
+    size_t size = dtype_size(t->dtype);
+    dtype_store(&element, t->dtype, 0, value);
+    gpu_copy_to_device((char *)t->storage->data + at * (int64_t)size, &element, size);
+}
 
 double tensor_item(const Tensor *t) {
     if (tensor_numel(t) != 1) tensor_fatal("item", "tensor has %lld elements, expected 1", (long long)tensor_numel(t));
@@ -380,9 +417,50 @@ Tensor *tensor_view_raw(Tensor *t, int ndim, const int64_t *shape, const int64_t
     return v;
 }
 
+// A host tensor with t's layout over a host copy of t's whole storage (t on the device).
+static Tensor *host_mirror(const Tensor *t) {
+    Tensor *mirror = tensor_alloc_header(t->dtype, tensor_shape(t));
+    mirror->storage = storage_new(t->storage->nbytes, device_cpu());
+    gpu_copy_to_host(mirror->storage->data, t->storage->data, t->storage->nbytes);
+    memcpy(mirror->stride, t->stride, sizeof mirror->stride);
+    mirror->offset = t->offset;
+    return mirror;
+}
+
+static void host_copy(Tensor *dst, const Tensor *src);
+
+// Copies between devices: whole contiguous runs go straight through the runtime; anything strided
+// is staged through host mirrors of the storages (correct, not fast: a strided-copy kernel is the
+// fast path once ops run on the device).
+static void copy_across_devices(Tensor *dst, const Tensor *src, int64_t n) {
+    size_t bytes = (size_t)n * dtype_size(dst->dtype);
+    if (dst->dtype == src->dtype && tensor_is_contiguous(dst) && tensor_is_contiguous(src)) {
+        if (tensor_is_cuda(dst) && tensor_is_cuda(src)) gpu_copy_device_to_device(tensor_data(dst), tensor_data(src), bytes);
+        else if (tensor_is_cuda(dst)) gpu_copy_to_device(tensor_data(dst), tensor_data(src), bytes);
+        else gpu_copy_to_host(tensor_data(dst), tensor_data(src), bytes);
+        return;
+    }
+    TensorScope scope = tensor_scope_begin();
+    const Tensor *source = tensor_is_cuda(src) ? host_mirror(src) : src;
+    Tensor *target = tensor_is_cuda(dst) ? host_mirror(dst) : dst;
+    host_copy(target, source);
+    if (target != dst) gpu_copy_to_device(dst->storage->data, target->storage->data, dst->storage->nbytes);
+    tensor_scope_end(scope);
+}
+
 void tensor_copy_raw(Tensor *dst, const Tensor *src) {
     int64_t n = tensor_numel(dst);
     if (n != tensor_numel(src)) tensor_fatal("copy", "element counts differ (%lld vs %lld)", (long long)n, (long long)tensor_numel(src));
+    if (n == 0) return;
+    if (tensor_is_cuda(dst) || tensor_is_cuda(src)) {
+        copy_across_devices(dst, src, n);
+        return;
+    }
+    host_copy(dst, src);
+}
+
+static void host_copy(Tensor *dst, const Tensor *src) {
+    int64_t n = tensor_numel(dst);
     if (dst->dtype == src->dtype && tensor_is_contiguous(dst) && tensor_is_contiguous(src)) {
         memmove(tensor_data(dst), tensor_data(src), (size_t)n * dtype_size(dst->dtype));
         return;
@@ -422,13 +500,27 @@ Tensor *tensor_contiguous_raw(Tensor *t) {
         }
         return v;
     }
-    Tensor *c = tensor_empty(t->dtype, tensor_shape(t));
+    Tensor *c = tensor_empty_like(t);
     tensor_copy_raw(c, t);
     return c;
 }
 
+Tensor *tensor_to_device_raw(Tensor *t, Device device) {
+    Tensor *out = tensor_empty_on(t->dtype, tensor_shape(t), device);
+    tensor_copy_raw(out, t);
+    return out;
+}
+
 void tensor_fill_raw(Tensor *t, double value) {
     int64_t n = tensor_numel(t);
+    if (tensor_is_cuda(t)) {  // fill on the host, then copy over
+        TensorScope scope = tensor_scope_begin();
+        Tensor *host = tensor_empty_on(t->dtype, tensor_shape(t), device_cpu());
+        tensor_fill_raw(host, value);
+        tensor_copy_raw(t, host);
+        tensor_scope_end(scope);
+        return;
+    }
     if (tensor_is_contiguous(t) && t->dtype == DTYPE_F32) {
         float *p = tensor_f32(t), v = (float)value;
         for (int64_t i = 0; i < n; i++) p[i] = v;

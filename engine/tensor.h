@@ -8,6 +8,11 @@
 // tensor_keep(t) — one extra reference the caller releases later with tensor_release(t).
 // Outside any scope, new tensors belong to the root scope, which is never drained.
 //
+// Devices. A tensor's storage lives on the CPU or on a CUDA device (engine/gpu/gpu.h: a real GPU,
+// or the emulated device in tests). tensor_data() is then a device pointer: host code reads and
+// writes device tensors only through tensor_get/tensor_set/tensor_copy_raw and friends, which go
+// through the runtime's copies.
+//
 // Autograd fields (requires_grad, grad, node) are managed by engine/autograd.h.
 #pragma once
 #include <stdbool.h>
@@ -73,6 +78,7 @@ Device tensor_default_device(void);
 void tensor_set_default_device(Device device);
 
 Tensor *tensor_empty(DType dtype, Shape shape);
+Tensor *tensor_empty_on(DType dtype, Shape shape, Device device);
 Tensor *tensor_zeros(DType dtype, Shape shape);
 Tensor *tensor_full(DType dtype, Shape shape, double value);
 Tensor *tensor_from_data(DType dtype, Shape shape, const void *data);  // copies
@@ -94,6 +100,7 @@ int64_t tensor_numel(const Tensor *t);
 Shape tensor_shape(const Tensor *t);
 int64_t shape_numel(Shape shape);
 bool tensor_is_contiguous(const Tensor *t);
+static inline bool tensor_is_cuda(const Tensor *t) { return t->storage->device.kind == DEVICE_CUDA; }
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
 bool shape_equal(Shape a, Shape b);
 void *tensor_data(const Tensor *t);  // pointer to element [0,...,0]
@@ -121,6 +128,8 @@ void tensor_copy_raw(Tensor *dst, const Tensor *src);
 // A new view sharing storage with the given shape/strides/offset; no autograd.
 Tensor *tensor_view_raw(Tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset);
 void tensor_fill_raw(Tensor *t, double value);
+// A copy of t on `device` (no autograd; op_to_device records it).
+Tensor *tensor_to_device_raw(Tensor *t, Device device);
 
 // Prints "name dtype [shape]" and up to `max_elements` values.
 void tensor_print(const Tensor *t, int max_elements);
