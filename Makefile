@@ -81,7 +81,9 @@ $(LIB): $(ENGINE_OBJ)
 	ar rcs $@ $^
 
 # The CPU program: no CUDA device (engine/gpu/gpu_none.c says so clearly if one is asked for).
-$(TAILOR): $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_NONE_OBJ) $(LIB)
+# The ops reference the kernel launchers, so the emulator's build of the kernels is linked to
+# resolve them; with no device nothing ever launches.
+$(TAILOR): $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_NONE_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/kernels-emu/%.o: kernels/%.cu
@@ -111,7 +113,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(L
 $(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(GPU_NONE_OBJ) $(LIB)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(GPU_NONE_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 test: $(TEST_BIN) $(TAILOR)

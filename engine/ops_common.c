@@ -10,6 +10,24 @@ void check_float_input(const char *op, const Tensor *x) {
     check_cpu(op, x);
 }
 
+void check_float_input_any_device(const char *op, const Tensor *x) {
+    if (!x) tensor_fatal(op, "missing input tensor");
+    if (!tensor_is_cuda(x)) {
+        check_float_input(op, x);
+        return;
+    }
+    if (x->dtype != DTYPE_F32)
+        tensor_fatal(op, "CUDA ops compute in f32; got a %s tensor%s%s on the device", dtype_name(x->dtype),
+                     x->name[0] ? " for " : "", x->name);
+}
+
+void check_same_device(const char *op, const Tensor *a, const Tensor *b) {
+    Device da = a->storage->device, db = b->storage->device;
+    if (da.kind != db.kind || da.index != db.index)
+        tensor_fatal(op, "operands are on different devices (%s and %s); move one with op_to_device",
+                     da.kind == DEVICE_CUDA ? "cuda" : "cpu", db.kind == DEVICE_CUDA ? "cuda" : "cpu");
+}
+
 void check_same_dtype(const char *op, const Tensor *a, const Tensor *b) {
     if (a->dtype != b->dtype) tensor_fatal(op, "dtypes differ: %s and %s", dtype_name(a->dtype), dtype_name(b->dtype));
 }

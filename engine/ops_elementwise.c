@@ -4,6 +4,7 @@
 
 #include "engine/cpu/elementwise.h"
 #include "engine/ops_internal.h"
+#include "kernels/elementwise.h"
 
 // ---------------------------------------------------------------- unary
 
@@ -11,17 +12,28 @@ static void unary_backward(AutogradNode *node, Tensor *grad_y) {
     Tensor *x = node->saved[0], *y = node->saved[1];
     Tensor *g = contiguous(grad_y);
     Tensor *grad_x = tensor_empty_like(x);
-    DISPATCH_FLOAT(x, cpu_unary_backward, (UnaryOp)node->ints[0], tensor_data(x), tensor_data(y), tensor_data(g),
-                   tensor_data(grad_x), tensor_numel(x), node->reals[0], node->reals[1]);
+    if (tensor_is_cuda(x)) {
+        unary_backward_f32_launch((UnaryOp)node->ints[0], tensor_data(x), tensor_data(y), tensor_data(g), tensor_data(grad_x),
+                                  tensor_numel(x), node->reals[0], node->reals[1], device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        DISPATCH_FLOAT(x, cpu_unary_backward, (UnaryOp)node->ints[0], tensor_data(x), tensor_data(y), tensor_data(g),
+                       tensor_data(grad_x), tensor_numel(x), node->reals[0], node->reals[1]);
+    }
     autograd_pass_grad(node, 0, grad_x);
 }
 
 static Tensor *unary(UnaryOp op, Tensor *x, double p0, double p1) {
     const char *name = unary_op_name(op);
-    check_float_input(name, x);
+    check_float_input_any_device(name, x);
     Tensor *xc = contiguous(x);
     Tensor *y = tensor_empty_like(x);
-    DISPATCH_FLOAT(x, cpu_unary_forward, op, tensor_data(xc), tensor_data(y), tensor_numel(x), p0, p1);
+    if (tensor_is_cuda(x)) {
+        unary_forward_f32_launch(op, tensor_data(xc), tensor_data(y), tensor_numel(x), p0, p1, device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        DISPATCH_FLOAT(x, cpu_unary_forward, op, tensor_data(xc), tensor_data(y), tensor_numel(x), p0, p1);
+    }
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(y, name, unary_backward, 1, &x);
         node->ints[0] = op;
@@ -112,19 +124,30 @@ static void binary_backward(AutogradNode *node, Tensor *g) {
 }
 
 static Tensor *binary(BinaryOp op, const char *name, Tensor *a, Tensor *b) {
-    check_float_input(name, a);
-    check_float_input(name, b);
+    check_float_input_any_device(name, a);
+    check_float_input_any_device(name, b);
     check_same_dtype(name, a, b);
+    check_same_device(name, a, b);
     Shape shape = broadcast_shapes(name, tensor_shape(a), tensor_shape(b));
-    Tensor *out = tensor_empty(a->dtype, shape);
+    Tensor *out = tensor_empty_on(a->dtype, shape, a->storage->device);
     int64_t dims[TENSOR_MAX_DIMS], stride_a[TENSOR_MAX_DIMS], stride_b[TENSOR_MAX_DIMS], stride_out[TENSOR_MAX_DIMS];
     memcpy(dims, shape.dims, sizeof dims);
     broadcast_strides(a, shape, stride_a);
     broadcast_strides(b, shape, stride_b);
     memcpy(stride_out, out->stride, sizeof stride_out);
     int ndim = coalesce_dims(shape.ndim, dims, stride_a, stride_b, stride_out);
-    if (tensor_numel(out) > 0)
+    if (tensor_numel(out) > 0 && tensor_is_cuda(a)) {
+        KernelBroadcast layout = {.ndim = ndim};
+        for (int d = 0; d < ndim; d++) {
+            layout.shape[d] = dims[d];
+            layout.stride_a[d] = stride_a[d];
+            layout.stride_b[d] = stride_b[d];
+        }
+        binary_f32_launch(op, tensor_data(a), tensor_data(b), tensor_data(out), layout, device_stream());
+        GPU_CHECK_LAUNCH();
+    } else if (tensor_numel(out) > 0) {
         DISPATCH_FLOAT(a, cpu_binary, op, ndim, dims, tensor_data(a), stride_a, tensor_data(b), stride_b, tensor_data(out));
+    }
     Tensor *inputs[2] = {a, b};
     if (autograd_needed(2, inputs)) {
         AutogradNode *node = autograd_record(out, name, binary_backward, 2, inputs);

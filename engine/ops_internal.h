@@ -3,10 +3,17 @@
 #include <math.h>
 
 #include "engine/autograd.h"
+#include "engine/gpu/gpu.h"
 #include "engine/ops.h"
 
 // Aborts with one line if x is not a floating-point tensor on the CPU (f32/f64 compute types).
 void check_float_input(const char *op, const Tensor *x);
+// For ops with a CUDA path: f32/f64 on the CPU, or f32 on the CUDA device.
+void check_float_input_any_device(const char *op, const Tensor *x);
+// Aborts unless a and b are on the same device.
+void check_same_device(const char *op, const Tensor *a, const Tensor *b);
+// The stream device ops are ordered on (the default stream for now).
+static inline struct CUstream_st *device_stream(void) { return gpu_stream_handle(gpu_stream_default()); }
 // Aborts with one line unless a and b have the same dtype.
 void check_same_dtype(const char *op, const Tensor *a, const Tensor *b);
 // Aborts unless the tensor lives on a device this op can run on. The CUDA device plugs in here.

@@ -1,6 +1,7 @@
 // Matrix products: matmul with numpy semantics and linear layers, on the handwritten GEMM.
 // Transposed views (as backward produces) are handed to the GEMM as transpose flags, not copied.
 #include "engine/cpu/gemm.h"
+#include "engine/gpu/gpu.h"
 #include "engine/ops_internal.h"
 
 // How a [batch, rows, cols] (or [rows, cols]) tensor is passed to the GEMM.
@@ -47,10 +48,14 @@ static Tensor *matmul_core(Tensor *a, Tensor *b) {
     int n = a->ndim;
     int64_t batch = n == 3 ? a->shape[0] : 1;
     int64_t M = a->shape[n - 2], K = a->shape[n - 1], N = b->shape[n - 1];
-    Tensor *out = tensor_empty(a->dtype, n == 3 ? SHAPE(batch, M, N) : SHAPE(M, N));
+    Tensor *out = tensor_empty_on(a->dtype, n == 3 ? SHAPE(batch, M, N) : SHAPE(M, N), a->storage->device);
     if (M * N > 0) {
         MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
-        if (a->dtype == DTYPE_F32)
+        if (tensor_is_cuda(a))  // cuBLAS on a GPU; the handwritten-kernel or CPU twin in emulation
+            gpu_sgemm_strided_batched(gpu_stream_default(), ma.trans, mb.trans, M, N, K, 1.0f, tensor_f32(ma.t), ma.ld,
+                                      ma.batch_stride, tensor_f32(mb.t), mb.ld, mb.batch_stride, 0.0f, tensor_f32(out), N,
+                                      M * N, batch);
+        else if (a->dtype == DTYPE_F32)
             sgemm_batched(ma.trans, mb.trans, M, N, K, 1.0f, tensor_f32(ma.t), ma.ld, ma.batch_stride, tensor_f32(mb.t),
                           mb.ld, mb.batch_stride, 0.0f, tensor_f32(out), N, M * N, batch);
         else
@@ -63,9 +68,10 @@ static Tensor *matmul_core(Tensor *a, Tensor *b) {
 }
 
 Tensor *op_matmul(Tensor *a, Tensor *b) {
-    check_float_input("matmul", a);
-    check_float_input("matmul", b);
+    check_float_input_any_device("matmul", a);
+    check_float_input_any_device("matmul", b);
     check_same_dtype("matmul", a, b);
+    check_same_device("matmul", a, b);
     if (a->ndim == 0 || b->ndim == 0) tensor_fatal("matmul", "both operands need at least one dimension");
     bool a_vector = a->ndim == 1, b_vector = b->ndim == 1;
     if (a_vector) a = op_unsqueeze(a, 0);

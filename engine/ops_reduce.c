@@ -3,8 +3,22 @@
 // dims form one block, otherwise after moving them to the end.
 #include <string.h>
 
+#include "engine/cpu/elementwise.h"
 #include "engine/cpu/reduce.h"
 #include "engine/ops_internal.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+#include "kernels/softmax.h"
+
+// Runs a reduction kernel on the device, with the workspace it asks for to split long rows.
+static void device_reduce(ReduceKind kind, const Tensor *x, Tensor *out, Tensor *index, int64_t outer, int64_t r, int64_t inner) {
+    size_t bytes = reduce_workspace_bytes(kind, outer, r, inner);
+    void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+    reduce_f32_launch(kind, tensor_data(x), tensor_data(out), index ? (int64_t *)tensor_data(index) : NULL, outer, r, inner,
+                      workspace, bytes, device_stream());
+    GPU_CHECK_LAUNCH();
+    if (workspace) gpu_free(workspace);  // stream-ordered reuse on the default stream is safe
+}
 
 typedef struct {
     Tensor *x;  // contiguous source in [outer, R, inner] order
@@ -72,14 +86,22 @@ static void sum_backward(AutogradNode *node, Tensor *g) {
 }
 
 static Tensor *sum_scaled(const char *name, Tensor *x, const int *dims, int n_dims, bool keepdim, bool mean) {
-    check_float_input(name, x);
+    check_float_input_any_device(name, x);
     bool mask[TENSOR_MAX_DIMS];
     dims_to_mask(x, dims, n_dims, mask);
     ReduceLayout layout = reduce_layout(x, mask, keepdim);
-    Tensor *out = tensor_empty(x->dtype, layout.out_shape);
-    DISPATCH_FLOAT(x, cpu_sum, tensor_data(layout.x), tensor_data(out), layout.outer, layout.r, layout.inner);
+    Tensor *out = tensor_empty_on(x->dtype, layout.out_shape, x->storage->device);
     double scale = mean ? 1.0 / (double)layout.r : 1.0;
-    if (mean) {
+    if (tensor_is_cuda(x)) {
+        device_reduce(REDUCE_SUM, layout.x, out, NULL, layout.outer, layout.r, layout.inner);
+        if (mean) {
+            unary_forward_f32_launch(UNARY_mul_scalar, tensor_data(out), tensor_data(out), tensor_numel(out), scale, 0, device_stream());
+            GPU_CHECK_LAUNCH();
+        }
+    } else {
+        DISPATCH_FLOAT(x, cpu_sum, tensor_data(layout.x), tensor_data(out), layout.outer, layout.r, layout.inner);
+    }
+    if (mean && !tensor_is_cuda(x)) {
         int64_t n = tensor_numel(out);
         if (x->dtype == DTYPE_F32)
             for (int64_t i = 0; i < n; i++) tensor_f32(out)[i] *= (float)scale;
@@ -129,6 +151,23 @@ Tensor *op_sum_to_shape(Tensor *x, Shape shape) {
 
 static void max_backward(AutogradNode *node, Tensor *g) {
     Tensor *x = node->inputs[0], *index = node->saved[0];
+    if (tensor_is_cuda(x)) {
+        // No scatter kernel yet: route the gradient on host copies (max is rare in training) and
+        // move the result back.
+        Tensor *x_host = tensor_to_device_raw(x, device_cpu()), *g_host = tensor_to_device_raw(g, device_cpu());
+        Tensor *index_host = tensor_to_device_raw(index, device_cpu());
+        int dim = (int)node->ints[0];
+        int64_t outer = 1, r = x->shape[dim], inner = 1;
+        for (int d = 0; d < dim; d++) outer *= x->shape[d];
+        for (int d = dim + 1; d < x->ndim; d++) inner *= x->shape[d];
+        Tensor *grad_host = tensor_zeros_like(x_host);
+        const int64_t *idx = tensor_i64(index_host);
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t i = 0; i < inner; i++)
+                tensor_f32(grad_host)[(o * r + idx[o * inner + i]) * inner + i] = tensor_f32(g_host)[o * inner + i];
+        autograd_pass_grad(node, 0, tensor_to_device_raw(grad_host, x->storage->device));
+        return;
+    }
     int dim = (int)node->ints[0];
     int64_t outer = 1, r = x->shape[dim], inner = 1;
     for (int d = 0; d < dim; d++) outer *= x->shape[d];
@@ -146,15 +185,18 @@ static void max_backward(AutogradNode *node, Tensor *g) {
 }
 
 static Tensor *max_with_index(const char *name, Tensor *x, int dim, bool keepdim, Tensor **index_out) {
-    check_float_input(name, x);
+    check_float_input_any_device(name, x);
     dim = tensor_normalize_dim(x, dim);
     bool mask[TENSOR_MAX_DIMS] = {0};
     if (x->ndim) mask[dim] = true;
     ReduceLayout layout = reduce_layout(x, mask, keepdim);
     if (layout.r == 0) tensor_fatal(name, "reduction over an empty dimension");
-    Tensor *out = tensor_empty(x->dtype, layout.out_shape);
-    Tensor *index = tensor_empty(DTYPE_I64, layout.out_shape);
-    DISPATCH_FLOAT(x, cpu_max, tensor_data(layout.x), tensor_data(out), tensor_i64(index), layout.outer, layout.r, layout.inner);
+    Tensor *out = tensor_empty_on(x->dtype, layout.out_shape, x->storage->device);
+    Tensor *index = tensor_empty_on(DTYPE_I64, layout.out_shape, x->storage->device);
+    if (tensor_is_cuda(x))
+        device_reduce(REDUCE_MAX, layout.x, out, index, layout.outer, layout.r, layout.inner);
+    else
+        DISPATCH_FLOAT(x, cpu_max, tensor_data(layout.x), tensor_data(out), tensor_i64(index), layout.outer, layout.r, layout.inner);
     *index_out = index;
     return out;
 }
@@ -186,13 +228,16 @@ static void logsumexp_backward(AutogradNode *node, Tensor *g) {
 }
 
 Tensor *op_logsumexp(Tensor *x, int dim, bool keepdim) {
-    check_float_input("logsumexp", x);
+    check_float_input_any_device("logsumexp", x);
     dim = tensor_normalize_dim(x, dim);
     bool mask[TENSOR_MAX_DIMS] = {0};
     mask[dim] = true;
     ReduceLayout layout = reduce_layout(x, mask, keepdim);
-    Tensor *out = tensor_empty(x->dtype, layout.out_shape);
-    DISPATCH_FLOAT(x, cpu_logsumexp, tensor_data(layout.x), tensor_data(out), layout.outer, layout.r, layout.inner);
+    Tensor *out = tensor_empty_on(x->dtype, layout.out_shape, x->storage->device);
+    if (tensor_is_cuda(x))
+        device_reduce(REDUCE_LOGSUMEXP, layout.x, out, NULL, layout.outer, layout.r, layout.inner);
+    else
+        DISPATCH_FLOAT(x, cpu_logsumexp, tensor_data(layout.x), tensor_data(out), layout.outer, layout.r, layout.inner);
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(out, "logsumexp", logsumexp_backward, 1, &x);
         node->ints[0] = dim;
@@ -211,19 +256,29 @@ static void softmax_backward(AutogradNode *node, Tensor *g) {
     for (int d = dim + 1; d < y->ndim; d++) inner *= y->shape[d];
     Tensor *gc = contiguous(g);
     Tensor *grad = tensor_empty_like(y);
-    DISPATCH_FLOAT(y, cpu_softmax_backward, tensor_data(y), tensor_data(gc), tensor_data(grad), outer, r, inner, (int)node->ints[1]);
+    if (tensor_is_cuda(y)) {
+        softmax_backward_f32_launch(tensor_data(y), tensor_data(gc), tensor_data(grad), outer, r, inner, (int)node->ints[1], device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        DISPATCH_FLOAT(y, cpu_softmax_backward, tensor_data(y), tensor_data(gc), tensor_data(grad), outer, r, inner, (int)node->ints[1]);
+    }
     autograd_pass_grad(node, 0, grad);
 }
 
 static Tensor *softmax_any(const char *name, Tensor *x, int dim, int log_form) {
-    check_float_input(name, x);
+    check_float_input_any_device(name, x);
     dim = tensor_normalize_dim(x, dim);
     Tensor *xc = contiguous(x);
     int64_t outer = 1, r = x->ndim ? x->shape[dim] : 1, inner = 1;
     for (int d = 0; d < dim; d++) outer *= x->shape[d];
     for (int d = dim + 1; d < x->ndim; d++) inner *= x->shape[d];
     Tensor *y = tensor_empty_like(x);
-    DISPATCH_FLOAT(x, cpu_softmax, tensor_data(xc), tensor_data(y), outer, r, inner, log_form);
+    if (tensor_is_cuda(x)) {
+        softmax_forward_f32_launch(tensor_data(xc), tensor_data(y), outer, r, inner, log_form, device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        DISPATCH_FLOAT(x, cpu_softmax, tensor_data(xc), tensor_data(y), outer, r, inner, log_form);
+    }
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(y, name, softmax_backward, 1, &x);
         node->ints[0] = dim;

@@ -131,7 +131,8 @@ Tensor *op_transpose(Tensor *x, int dim0, int dim1) {
 
 static void narrow_backward(AutogradNode *node, Tensor *g) {
     Tensor *x = node->inputs[0];
-    Tensor *grad_x = tensor_zeros(g->dtype, tensor_shape(x));
+    Tensor *grad_x = tensor_empty_on(g->dtype, tensor_shape(x), g->storage->device);
+    tensor_fill_raw(grad_x, 0.0);
     int dim = (int)node->ints[0];
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, grad_x->shape, sizeof shape);
@@ -248,7 +249,7 @@ Tensor *op_contiguous(Tensor *x) {
 }
 
 Tensor *op_clone(Tensor *x) {
-    Tensor *out = tensor_empty(x->dtype, tensor_shape(x));
+    Tensor *out = tensor_empty_like(x);
     tensor_copy_raw(out, x);
     if (autograd_needed(1, &x)) autograd_record(out, "clone", identity_backward, 1, &x);
     return out;
@@ -272,7 +273,7 @@ static void to_dtype_backward(AutogradNode *node, Tensor *g) {
 
 Tensor *op_to_dtype(Tensor *x, DType dtype) {
     if (x->dtype == dtype) return x;
-    Tensor *out = tensor_empty(dtype, tensor_shape(x));
+    Tensor *out = tensor_empty_on(dtype, tensor_shape(x), x->storage->device);
     tensor_copy_raw(out, x);
     if (dtype_is_float(dtype) && autograd_needed(1, &x)) autograd_record(out, "to_dtype", to_dtype_backward, 1, &x);
     return out;

@@ -8,6 +8,9 @@
 
 #include "engine/autograd.h"
 #include "engine/gpu/gpu.h"
+#include "kernels/elementwise.h"
+
+static struct CUstream_st *device_copy_stream(void) { return gpu_stream_handle(gpu_stream_default()); }
 
 // ---------------------------------------------------------------- errors
 
@@ -429,6 +432,23 @@ static Tensor *host_mirror(const Tensor *t) {
 
 static void host_copy(Tensor *dst, const Tensor *src);
 
+// A strided (and possibly converting) copy between two device tensors by the copy kernel, for the
+// dtypes it handles (f32, f16, bf16); false when it does not apply.
+static bool copy_on_device(Tensor *dst, const Tensor *src) {
+    if (!tensor_same_shape(dst, src) || dst->ndim > KERNEL_MAX_DIMS) return false;
+    KernelCopyLayout layout = {.ndim = dst->ndim ? dst->ndim : 1};
+    layout.shape[0] = 1;
+    layout.dst_stride[0] = layout.src_stride[0] = 0;
+    for (int d = 0; d < dst->ndim; d++) {
+        layout.shape[d] = dst->shape[d];
+        layout.dst_stride[d] = dst->stride[d];
+        layout.src_stride[d] = src->stride[d];
+    }
+    if (copy_strided_launch(tensor_data(dst), dst->dtype, tensor_data(src), src->dtype, layout, device_copy_stream()) != 0) return false;
+    GPU_CHECK_LAUNCH();
+    return true;
+}
+
 // Copies between devices: whole contiguous runs go straight through the runtime; anything strided
 // is staged through host mirrors of the storages (correct, not fast: a strided-copy kernel is the
 // fast path once ops run on the device).
@@ -440,6 +460,7 @@ static void copy_across_devices(Tensor *dst, const Tensor *src, int64_t n) {
         else gpu_copy_to_host(tensor_data(dst), tensor_data(src), bytes);
         return;
     }
+    if (tensor_is_cuda(dst) && tensor_is_cuda(src) && copy_on_device(dst, src)) return;
     TensorScope scope = tensor_scope_begin();
     const Tensor *source = tensor_is_cuda(src) ? host_mirror(src) : src;
     Tensor *target = tensor_is_cuda(dst) ? host_mirror(dst) : dst;
@@ -513,7 +534,11 @@ Tensor *tensor_to_device_raw(Tensor *t, Device device) {
 
 void tensor_fill_raw(Tensor *t, double value) {
     int64_t n = tensor_numel(t);
-    if (tensor_is_cuda(t)) {  // fill on the host, then copy over
+    if (tensor_is_cuda(t) && tensor_is_contiguous(t) && fill_launch(tensor_data(t), t->dtype, n, value, device_copy_stream()) == 0) {
+        GPU_CHECK_LAUNCH();
+        return;
+    }
+    if (tensor_is_cuda(t)) {  // other dtypes and layouts: fill on the host, then copy over
         TensorScope scope = tensor_scope_begin();
         Tensor *host = tensor_empty_on(t->dtype, tensor_shape(t), device_cpu());
         tensor_fill_raw(host, value);
