@@ -24,6 +24,7 @@ LIB := $(BUILD)/libtailor.a
 
 TOOL_SRC := $(wildcard tools/*.c)
 TAILOR := $(BUILD)/tailor
+KBENCH := $(BUILD)/kbench
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -60,9 +61,10 @@ NVCCFLAGS := -std=c++17 -O2 $(CUDA_GENCODE) -I. -Werror all-warnings \
 CUDA_OBJ := $(KERNEL_CU:kernels/%.cu=$(BUILD)/kernels-cuda/%.o) $(EMU_TEST_CU:kernels/%.cu=$(BUILD)/kernels-cuda/%.o)
 ifneq ($(NVCC),)
 ifneq ($(SANITIZE),1)
-CUDA_ALL := cuda-check
+CUDA_ALL := cuda-check $(BUILD)/tailor-cuda $(BUILD)/kbench-cuda
 endif
 endif
+KERNEL_CUDA_OBJ := $(KERNEL_CU:kernels/%.cu=$(BUILD)/kernels-cuda/%.o)
 
 .PHONY: all test bench clean cuda-check
 .SECONDARY:
@@ -70,7 +72,7 @@ endif
 # The device runtime (engine/gpu): which implementation each program links (GPU_*_OBJ).
 include engine/gpu/gpu.mk
 
-all: $(LIB) $(TAILOR) $(CUEMU_LIB) $(CUDA_ALL)
+all: $(LIB) $(TAILOR) $(CUEMU_LIB) $(KBENCH) $(CUDA_ALL)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -116,11 +118,23 @@ $(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(GPU_
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(GPU_NONE_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
+# The CUDA programs (built when nvcc is found; CI compiles and links them, nothing here runs them):
+# the same tools over cudart, cuBLAS and cuDNN with the kernels compiled by nvcc.
+$(BUILD)/tailor-cuda: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_CUDART_OBJ) $(LIB) $(KERNEL_CUDA_OBJ)
+	$(CC) -o $@ $^ $(GPU_CUDA_LDLIBS) -lstdc++ $(LDLIBS)
+
+$(BUILD)/kbench-cuda: $(BUILD)/kernels/bench/kbench.o $(GPU_CUDART_OBJ) $(LIB) $(KERNEL_CUDA_OBJ)
+	$(CC) -o $@ $^ $(GPU_CUDA_LDLIBS) -lstdc++ $(LDLIBS)
+
+# kbench: kernel microbenchmarks on the emulated device here (validation only; timings meaningless).
+$(KBENCH): $(BUILD)/kernels/bench/kbench.o $(GPU_EMULATED_OBJ) $(LIB) $(CUEMU_LIB)
+	$(CC) -o $@ $^ $(LDLIBS)
+
 test: $(TEST_BIN) $(TAILOR)
 	@BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
 
-bench: $(BENCH_BIN)
-	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+bench: $(BENCH_BIN) $(KBENCH)
+	@for b in $(BENCH_BIN) $(KBENCH); do echo "== $$b"; $$b || exit 1; done
 
 clean:
 	rm -rf build build-san
