@@ -7,11 +7,13 @@
 
 #include "engine/cpu/norm.h"
 #include "engine/ops_internal.h"
+#include "kernels/norm.h"
 
 // Checks an optional per-channel tensor (weight, bias, running statistics): [C], x's dtype.
 static void check_per_channel(const char *op, const char *what, Tensor *t, const Tensor *x, int64_t C) {
     if (!t) return;
-    check_float_input(op, t);
+    check_float_input_any_device(op, t);
+    check_same_device(op, t, x);
     if (t->dtype != x->dtype)
         tensor_fatal(op, "%s is %s but the input is %s", what, dtype_name(t->dtype), dtype_name(x->dtype));
     if (t->ndim != 1 || t->shape[0] != C) {
@@ -165,15 +167,25 @@ static void layer_norm_backward(AutogradNode *node, Tensor *grad_y) {
     Tensor *weight = node->inputs[1] ? contiguous(node->inputs[1]) : NULL;
     int64_t D = x->shape[x->ndim - 1], N = tensor_numel(node->saved[1]);
     NormGrads grads = norm_grads(node);
-    DISPATCH_FLOAT(x, cpu_layer_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
-                   tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
-                   data_or_null(grads.dweight), data_or_null(grads.dbias), N, D);
+    if (tensor_is_cuda(x)) {
+        size_t bytes = layer_norm_backward_workspace_bytes(N, D);
+        void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+        layer_norm_backward_launch(tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]), tensor_data(node->saved[2]),
+                                   data_or_null(weight), data_or_null(grads.dx), data_or_null(grads.dweight),
+                                   data_or_null(grads.dbias), workspace, N, D, device_stream());
+        GPU_CHECK_LAUNCH();
+        if (workspace) gpu_free(workspace);  // reuse is ordered on the same stream
+    } else {
+        DISPATCH_FLOAT(x, cpu_layer_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
+                       tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
+                       data_or_null(grads.dweight), data_or_null(grads.dbias), N, D);
+    }
     norm_pass_grads(node, grads);
 }
 
 Tensor *op_layer_norm(Tensor *x, Tensor *weight, Tensor *bias, double eps) {
     const char *op = "layer_norm";
-    check_float_input(op, x);
+    check_float_input_any_device(op, x);
     if (x->ndim < 1) tensor_fatal(op, "input must have at least one dimension (normalised over the last)");
     int64_t D = x->shape[x->ndim - 1], N = 1;
     for (int d = 0; d < x->ndim - 1; d++) N *= x->shape[d];
@@ -181,10 +193,17 @@ Tensor *op_layer_norm(Tensor *x, Tensor *weight, Tensor *bias, double eps) {
     check_per_channel(op, "bias", bias, x, D);
     Tensor *xc = contiguous(x);
     Tensor *y = tensor_empty_like(x);
-    Tensor *mean = tensor_empty(x->dtype, SHAPE(N)), *rstd = tensor_empty(x->dtype, SHAPE(N));
+    Tensor *mean = tensor_empty_on(x->dtype, SHAPE(N), x->storage->device);
+    Tensor *rstd = tensor_empty_on(x->dtype, SHAPE(N), x->storage->device);
     Tensor *w = weight ? contiguous(weight) : NULL, *b = bias ? contiguous(bias) : NULL;
-    DISPATCH_FLOAT(x, cpu_layer_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
-                   tensor_data(mean), tensor_data(rstd), N, D, eps);
+    if (tensor_is_cuda(x)) {
+        layer_norm_forward_launch(tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y), tensor_data(mean),
+                                  tensor_data(rstd), N, D, eps, device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        DISPATCH_FLOAT(x, cpu_layer_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
+                       tensor_data(mean), tensor_data(rstd), N, D, eps);
+    }
     Tensor *inputs[3] = {x, weight, bias};
     if (autograd_needed(3, inputs)) {
         AutogradNode *node = autograd_record(y, op, layer_norm_backward, 3, inputs);

@@ -80,10 +80,10 @@ TEST(ops_without_cuda_kernels_say_so) {
 
 // The same small network on the CPU and on the emulated device: forward values and every
 // parameter gradient agree. Exercises the device paths of linear (GEMM), broadcast add, relu,
-// tanh, softmax, log_softmax, reductions (sum, mean, max, logsumexp), views and the copies
+// tanh, layer norm, softmax, log_softmax, reductions (sum, mean, max, logsumexp), views and the copies
 // autograd makes.
-static Tensor *network_loss(Tensor *x, Tensor *w1, Tensor *b1, Tensor *w2, Tensor *target) {
-    Tensor *h = op_relu(op_linear(x, w1, b1));                  // [B, H]
+static Tensor *network_loss(Tensor *x, Tensor *w1, Tensor *b1, Tensor *w2, Tensor *target, Tensor *ln_weight) {
+    Tensor *h = op_layer_norm(op_relu(op_linear(x, w1, b1)), ln_weight, b1, 1e-5);  // [B, H]
     Tensor *logits = op_linear(op_tanh(h), w2, NULL);           // [B, N]
     Tensor *p = op_softmax(logits, 1);
     Tensor *lse = op_logsumexp(op_transpose(logits, 0, 1), 0, false);
@@ -97,26 +97,29 @@ TEST(network_on_device_matches_cpu) {
     TensorScope scope = tensor_scope_begin();
     Rng rng = rng_make(5, 0);
     const int64_t B = 7, D = 13, H = 33, N = 5;
-    Tensor *cpu[5];
-    Shape shapes[5] = {SHAPE(B, D), SHAPE(H, D), SHAPE(H), SHAPE(N, H), SHAPE(B, N)};
-    for (int i = 0; i < 5; i++) {
+    Tensor *cpu[6];
+    Shape shapes[6] = {SHAPE(B, D), SHAPE(H, D), SHAPE(H), SHAPE(N, H), SHAPE(B, N), SHAPE(H)};
+    for (int i = 0; i < 6; i++) {
         cpu[i] = tensor_empty(DTYPE_F32, shapes[i]);
         rng_fill_normal_f32(&rng, tensor_f32(cpu[i]), tensor_numel(cpu[i]), 0.0f, 0.5f);
     }
-    Tensor *dev[5];
-    for (int i = 0; i < 5; i++) dev[i] = tensor_to_device_raw(cpu[i], CUDA0);
-    for (int i = 1; i < 4; i++) {
+    Tensor *dev[6];
+    for (int i = 0; i < 6; i++) dev[i] = tensor_to_device_raw(cpu[i], CUDA0);
+    int trained[4] = {1, 2, 3, 5};
+    for (int k = 0; k < 4; k++) {
+        int i = trained[k];
         tensor_requires_grad(cpu[i]);
         tensor_requires_grad(dev[i]);
     }
-    Tensor *loss_cpu = network_loss(cpu[0], cpu[1], cpu[2], cpu[3], cpu[4]);
-    Tensor *loss_dev = network_loss(dev[0], dev[1], dev[2], dev[3], dev[4]);
+    Tensor *loss_cpu = network_loss(cpu[0], cpu[1], cpu[2], cpu[3], cpu[4], cpu[5]);
+    Tensor *loss_dev = network_loss(dev[0], dev[1], dev[2], dev[3], dev[4], dev[5]);
     CHECK(tensor_is_cuda(loss_dev));
     // f32 on both sides; sums in another order (kernels vs CPU loops): a few ulp of the values.
     CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-5);
     tensor_backward(loss_cpu, NULL);
     tensor_backward(loss_dev, NULL);
-    for (int i = 1; i < 4; i++) {
+    for (int k = 0; k < 4; k++) {
+        int i = trained[k];
         CHECK(dev[i]->grad && tensor_is_cuda(dev[i]->grad));
         Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
         for (int64_t j = 0; j < tensor_numel(g); j++)
