@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engine/ops_internal.h"
+#include "kernels/cross_entropy.h"
 
 CrossEntropyOptions cross_entropy_defaults(void) {
     return (CrossEntropyOptions){.reduction = REDUCTION_MEAN, .label_smoothing = 0, .ignore_index = -100};
@@ -30,8 +31,53 @@ static Tensor *classes_last(Tensor *logits) {
     return op_reshape(op_permute(logits, order), SHAPE(-1, logits->shape[1]));
 }
 
+// The gradient of the reduced loss was computed with the loss by the fused kernel; backward
+// scales it by the upstream gradient (a scalar).
+static void cross_entropy_device_backward(AutogradNode *node, Tensor *g) {
+    autograd_pass_grad(node, 0, op_mul(node->saved[0], g));
+}
+
+// Cross-entropy on the CUDA device: one fused kernel computes softmax, the loss and its gradient.
+static Tensor *cross_entropy_device(Tensor *scores, Tensor *target, CrossEntropyOptions options) {
+    if (options.reduction == REDUCTION_NONE || options.reduction == REDUCTION_BATCHMEAN)
+        tensor_fatal("cross_entropy", "on the CUDA device only the mean and sum reductions are implemented yet");
+    Device device = scores->storage->device;
+    int64_t rows = scores->shape[0], classes = scores->shape[1];
+    Tensor *x = contiguous(scores);
+    Tensor *targets = tensor_to_device_raw(op_to_dtype(op_reshape(target, SHAPE(-1)), DTYPE_I64), device);
+    Tensor *class_weight = options.class_weight ? tensor_to_device_raw(op_to_dtype(options.class_weight, DTYPE_F32), device) : NULL;
+    Tensor *sample_weight = options.sample_weight ? tensor_to_device_raw(op_to_dtype(options.sample_weight, DTYPE_F32), device) : NULL;
+    Tensor *loss = tensor_empty_on(DTYPE_F32, SHAPE(), device);
+    bool needs_grad = autograd_needed(1, &scores);
+    Tensor *grad = needs_grad ? tensor_empty_on(DTYPE_F32, SHAPE(rows, classes), device) : NULL;
+    size_t bytes = cross_entropy_workspace_bytes(rows);
+    float *workspace = gpu_alloc(bytes);
+    CrossEntropyArgs args = {
+        .logits = tensor_data(x),
+        .targets = tensor_data(targets),
+        .class_weight = class_weight ? tensor_data(class_weight) : NULL,
+        .sample_weight = sample_weight ? tensor_data(sample_weight) : NULL,
+        .rows = rows,
+        .classes = classes,
+        .ignore_index = options.ignore_index,
+        .label_smoothing = (float)options.label_smoothing,
+        .reduction_sum = options.reduction == REDUCTION_SUM,
+        .loss = tensor_data(loss),
+        .grad_logits = grad ? tensor_data(grad) : NULL,
+        .workspace = workspace,
+    };
+    cross_entropy_f32_launch(args, device_stream());
+    GPU_CHECK_LAUNCH();
+    gpu_free(workspace);  // reuse is ordered on the same stream
+    if (needs_grad) {
+        AutogradNode *node = autograd_record(loss, "cross_entropy", cross_entropy_device_backward, 1, &scores);
+        autograd_save(node, 0, grad);
+    }
+    return loss;
+}
+
 Tensor *op_cross_entropy(Tensor *logits, Tensor *target, CrossEntropyOptions options) {
-    check_float_input("cross_entropy", logits);
+    check_float_input_any_device("cross_entropy", logits);
     if (logits->ndim < 2) tensor_fatal("cross_entropy", "logits must be [B, N, ...], got %d dims", logits->ndim);
     if (target->dtype != DTYPE_I64 && target->dtype != DTYPE_I32)
         tensor_fatal("cross_entropy", "targets must be integer class indices (i64), got %s; use op_cross_entropy_soft for probabilities",
@@ -53,6 +99,18 @@ Tensor *op_cross_entropy(Tensor *logits, Tensor *target, CrossEntropyOptions opt
         tensor_fatal("cross_entropy", "class weights have %lld entries for %lld classes", (long long)tensor_numel(options.class_weight), (long long)classes);
     if (options.sample_weight && tensor_numel(options.sample_weight) != rows)
         tensor_fatal("cross_entropy", "sample weights have %lld entries for %lld samples", (long long)tensor_numel(options.sample_weight), (long long)rows);
+    if (tensor_is_cuda(logits)) {
+        // Targets still on the host (as a data loader gives them) are checked here, where a bad
+        // label can stop the run with a clear message; on the device a bad one makes the loss NaN.
+        if (!tensor_is_cuda(target))
+            for (int64_t i = 0; i < rows; i++) {
+                int64_t t = (int64_t)tensor_get(target, i);
+                if (t != options.ignore_index && (t < 0 || t >= classes))
+                    tensor_fatal("cross_entropy", "target %lld at position %lld is not a class index in [0, %lld)", (long long)t,
+                                 (long long)i, (long long)classes);
+            }
+        return cross_entropy_device(scores, target, options);
+    }
 
     // Per-row constants: the class index to pick (0 where ignored) and the row's weight
     // c_i = class_weight[t_i] * sample_weight_i (0 where ignored); the mean divides by sum c_i,

@@ -128,11 +128,39 @@ TEST(network_on_device_matches_cpu) {
     tensor_scope_end(scope);
 }
 
+// The fused cross-entropy kernel behind op_cross_entropy on the device: loss and gradient against
+// the CPU op, with smoothing, class weights, an ignored target and 4-d logits.
+TEST(cross_entropy_on_device_matches_cpu) {
+    TensorScope scope = tensor_scope_begin();
+    Rng rng = rng_make(8, 0);
+    Tensor *logits = tensor_empty(DTYPE_F32, SHAPE(3, 5, 2, 2));
+    rng_fill_normal_f32(&rng, tensor_f32(logits), tensor_numel(logits), 0.0f, 2.0f);
+    int64_t labels[12] = {0, 4, 2, -100, 1, 1, 3, 0, 2, 4, 4, 0};
+    Tensor *target = tensor_from_data(DTYPE_I64, SHAPE(3, 2, 2), labels);
+    CrossEntropyOptions options = cross_entropy_defaults();
+    options.label_smoothing = 0.1;
+    options.class_weight = tensor_from_data(DTYPE_F32, SHAPE(5), (float[]){1, 2, 0.5f, 1, 3});
+    for (int reduction = 0; reduction < 2; reduction++) {
+        options.reduction = reduction == 0 ? REDUCTION_MEAN : REDUCTION_SUM;
+        Tensor *cpu = tensor_requires_grad(tensor_to_device_raw(logits, device_cpu()));
+        Tensor *dev = tensor_requires_grad(tensor_to_device_raw(logits, CUDA0));
+        Tensor *loss_cpu = op_cross_entropy(cpu, target, options), *loss_dev = op_cross_entropy(dev, target, options);
+        CHECK(tensor_is_cuda(loss_dev));
+        CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-5);  // f32, another summation order
+        tensor_backward(op_mul_scalar(loss_cpu, 0.5), NULL);
+        tensor_backward(op_mul_scalar(loss_dev, 0.5), NULL);
+        Tensor *g = tensor_to_device_raw(dev->grad, device_cpu());
+        for (int64_t i = 0; i < tensor_numel(g); i++) CHECK_CLOSE(tensor_f32(g)[i], tensor_f32(cpu->grad)[i], 1e-6, 1e-4);
+    }
+    tensor_scope_end(scope);
+}
+
 int main(void) {
     RUN_TEST(device_tensors_hold_values);
     RUN_TEST(default_device_creation);
     RUN_TEST(gradients_cross_devices);
     RUN_TEST(ops_without_cuda_kernels_say_so);
     RUN_TEST(network_on_device_matches_cpu);
+    RUN_TEST(cross_entropy_on_device_matches_cpu);
     return test_summary();
 }
