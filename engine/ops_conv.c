@@ -7,6 +7,8 @@
 #include "engine/cpu/conv.h"
 #include "engine/cpu/pool.h"
 #include "engine/ops_internal.h"
+#include "kernels/conv.h"
+#include "kernels/pool.h"
 
 // ---------------------------------------------------------------- conv2d
 
@@ -35,9 +37,30 @@ static void conv2d_backward(AutogradNode *node, Tensor *grad_y) {
     Tensor *gc = contiguous(grad_y);
     Tensor *dx = autograd_input_needs_grad(node, 0) ? tensor_empty_like(x) : NULL;
     Tensor *dw = autograd_input_needs_grad(node, 1) ? tensor_empty_like(w) : NULL;
-    Tensor *db = node->n_inputs > 2 && autograd_input_needs_grad(node, 2) ? tensor_empty(x->dtype, SHAPE(g.c_out)) : NULL;
-    DISPATCH_FLOAT(x, cpu_conv2d_backward, &g, tensor_data(x), tensor_data(w), tensor_data(gc),
-                   dx ? tensor_data(dx) : NULL, dw ? tensor_data(dw) : NULL, db ? tensor_data(db) : NULL);
+    Tensor *db = node->n_inputs > 2 && autograd_input_needs_grad(node, 2)
+                     ? tensor_empty_on(x->dtype, SHAPE(g.c_out), x->storage->device)
+                     : NULL;
+    if (tensor_is_cuda(x)) {
+        // The implicit-GEMM kernels (kernels/conv.cu); filter and bias gradients reduce their split
+        // partials in a fixed order, so results are deterministic.
+        if (dx) conv2d_backward_data_launch(&g, tensor_data(w), tensor_data(gc), tensor_data(dx), device_stream());
+        if (dw) {
+            size_t bytes = conv2d_backward_filter_workspace_bytes(&g);
+            void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+            conv2d_backward_filter_launch(&g, tensor_data(x), tensor_data(gc), tensor_data(dw), workspace, device_stream());
+            if (workspace) gpu_free(workspace);  // reuse is ordered on the same stream
+        }
+        if (db) {
+            size_t bytes = conv2d_backward_bias_workspace_bytes(&g);
+            void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+            conv2d_backward_bias_launch(&g, tensor_data(gc), tensor_data(db), workspace, device_stream());
+            if (workspace) gpu_free(workspace);
+        }
+        GPU_CHECK_LAUNCH();
+    } else {
+        DISPATCH_FLOAT(x, cpu_conv2d_backward, &g, tensor_data(x), tensor_data(w), tensor_data(gc),
+                       dx ? tensor_data(dx) : NULL, dw ? tensor_data(dw) : NULL, db ? tensor_data(db) : NULL);
+    }
     autograd_pass_grad(node, 0, dx);
     autograd_pass_grad(node, 1, dw);
     if (db) autograd_pass_grad(node, 2, db);
@@ -45,9 +68,10 @@ static void conv2d_backward(AutogradNode *node, Tensor *grad_y) {
 
 Tensor *op_conv2d(Tensor *x, Tensor *weight, Tensor *bias, Conv2dParams p) {
     const char *op = "conv2d";
-    check_float_input(op, x);
-    check_float_input(op, weight);
+    check_float_input_any_device(op, x);
+    check_float_input_any_device(op, weight);
     check_same_dtype(op, x, weight);
+    check_same_device(op, x, weight);
     char sx[96], sw[96], sb[96];
     tensor_shape_string(x, sx, sizeof sx);
     tensor_shape_string(weight, sw, sizeof sw);
@@ -75,17 +99,23 @@ Tensor *op_conv2d(Tensor *x, Tensor *weight, Tensor *bias, Conv2dParams p) {
                      (long long)reach_h, (long long)reach_w, (long long)(g.h + 2 * g.pad_h),
                      (long long)(g.w + 2 * g.pad_w), sx, (long long)g.pad_h, (long long)g.pad_w);
     if (bias) {
-        check_float_input(op, bias);
+        check_float_input_any_device(op, bias);
         check_same_dtype(op, x, bias);
+        check_same_device(op, x, bias);
         if (bias->ndim != 1 || bias->shape[0] != g.c_out)
             tensor_fatal(op, "bias %s must be [%lld] (weight %s)", tensor_shape_string(bias, sb, sizeof sb),
                          (long long)g.c_out, sw);
     }
     conv_geometry_finish(&g);
     Tensor *xc = contiguous(x), *wc = contiguous(weight), *bc = bias ? contiguous(bias) : NULL;
-    Tensor *y = tensor_empty(x->dtype, SHAPE(g.batch, g.c_out, g.out_h, g.out_w));
-    DISPATCH_FLOAT(x, cpu_conv2d_forward, &g, tensor_data(xc), tensor_data(wc), bc ? tensor_data(bc) : NULL,
-                   tensor_data(y));
+    Tensor *y = tensor_empty_on(x->dtype, SHAPE(g.batch, g.c_out, g.out_h, g.out_w), x->storage->device);
+    if (tensor_is_cuda(x)) {
+        conv2d_forward_launch(&g, tensor_data(xc), tensor_data(wc), bc ? tensor_data(bc) : NULL, tensor_data(y), device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        DISPATCH_FLOAT(x, cpu_conv2d_forward, &g, tensor_data(xc), tensor_data(wc), bc ? tensor_data(bc) : NULL,
+                       tensor_data(y));
+    }
     Tensor *inputs[3] = {x, weight, bias};
     int n_inputs = bias ? 3 : 2;
     if (autograd_needed(n_inputs, inputs)) {
@@ -98,6 +128,17 @@ Tensor *op_conv2d(Tensor *x, Tensor *weight, Tensor *bias, Conv2dParams p) {
 }
 
 // ---------------------------------------------------------------- pooling and upsampling
+
+// The CUDA launcher name##_launch or the CPU kernel cpu_##name by x's device: same arguments.
+#define POOL_DISPATCH(x, name, ...)                            \
+    do {                                                       \
+        if (tensor_is_cuda(x)) {                               \
+            name##_launch(__VA_ARGS__, device_stream());       \
+            GPU_CHECK_LAUNCH();                                \
+        } else {                                               \
+            DISPATCH_FLOAT(x, cpu_##name, __VA_ARGS__);        \
+        }                                                      \
+    } while (0)
 // Node layout: ints[0..7] = planes, H, W, OH, OW, kernel, stride, pad; ints[8] = count_include_pad;
 // max pooling saves its i32 indices (position of the maximum inside the plane) in saved[0].
 
@@ -113,7 +154,7 @@ static void pool_geometry_to_ints(const PoolGeometry *g, int64_t *ints) {
 
 // Validates [B, C, H, W] or [C, H, W] and fills planes, H, W.
 static PoolGeometry pool_input(const char *op, Tensor *x) {
-    check_float_input(op, x);
+    check_float_input_any_device(op, x);
     if (x->ndim != 3 && x->ndim != 4) {
         char s[96];
         tensor_fatal(op, "input %s must be [B, C, H, W] or [C, H, W]", tensor_shape_string(x, s, sizeof s));
@@ -128,7 +169,7 @@ static Tensor *pool_output(Tensor *x, const PoolGeometry *g) {
     Shape shape = tensor_shape(x);
     shape.dims[shape.ndim - 2] = g->out_h;
     shape.dims[shape.ndim - 1] = g->out_w;
-    return tensor_empty(x->dtype, shape);
+    return tensor_empty_on(x->dtype, shape, x->storage->device);
 }
 
 // Kernel, stride and padding checks shared by max and average pooling; fills the output size.
@@ -152,8 +193,8 @@ static void pool_window(const char *op, Tensor *x, PoolGeometry *g, int kernel, 
 static void max_pool2d_backward(AutogradNode *node, Tensor *grad_y) {
     PoolGeometry g = pool_geometry_from_ints(node->ints);
     Tensor *x = node->inputs[0], *gc = contiguous(grad_y);
-    Tensor *dx = tensor_empty(x->dtype, tensor_shape(x));
-    DISPATCH_FLOAT(x, cpu_max_pool2d_backward, &g, tensor_data(gc), (const int32_t *)tensor_data(node->saved[0]),
+    Tensor *dx = tensor_empty_like(x);
+    POOL_DISPATCH(x, max_pool2d_backward, &g, tensor_data(gc), (const int32_t *)tensor_data(node->saved[0]),
                    tensor_data(dx));
     autograd_pass_grad(node, 0, dx);
 }
@@ -162,8 +203,8 @@ Tensor *op_max_pool2d(Tensor *x, int kernel, int stride, int padding) {
     PoolGeometry g = pool_input("max_pool2d", x);
     pool_window("max_pool2d", x, &g, kernel, stride, padding);
     Tensor *xc = contiguous(x), *y = pool_output(x, &g);
-    Tensor *index = tensor_empty(DTYPE_I32, tensor_shape(y));
-    DISPATCH_FLOAT(x, cpu_max_pool2d_forward, &g, tensor_data(xc), tensor_data(y), (int32_t *)tensor_data(index));
+    Tensor *index = tensor_empty_on(DTYPE_I32, tensor_shape(y), x->storage->device);
+    POOL_DISPATCH(x, max_pool2d_forward, &g, tensor_data(xc), tensor_data(y), (int32_t *)tensor_data(index));
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(y, "max_pool2d", max_pool2d_backward, 1, &x);
         pool_geometry_to_ints(&g, node->ints);
@@ -175,8 +216,8 @@ Tensor *op_max_pool2d(Tensor *x, int kernel, int stride, int padding) {
 static void avg_pool2d_backward(AutogradNode *node, Tensor *grad_y) {
     PoolGeometry g = pool_geometry_from_ints(node->ints);
     Tensor *x = node->inputs[0], *gc = contiguous(grad_y);
-    Tensor *dx = tensor_empty(x->dtype, tensor_shape(x));
-    DISPATCH_FLOAT(x, cpu_avg_pool2d_backward, &g, tensor_data(gc), tensor_data(dx), node->ints[8] != 0);
+    Tensor *dx = tensor_empty_like(x);
+    POOL_DISPATCH(x, avg_pool2d_backward, &g, tensor_data(gc), tensor_data(dx), node->ints[8] != 0);
     autograd_pass_grad(node, 0, dx);
 }
 
@@ -184,7 +225,7 @@ Tensor *op_avg_pool2d(Tensor *x, int kernel, int stride, int padding, bool count
     PoolGeometry g = pool_input("avg_pool2d", x);
     pool_window("avg_pool2d", x, &g, kernel, stride, padding);
     Tensor *xc = contiguous(x), *y = pool_output(x, &g);
-    DISPATCH_FLOAT(x, cpu_avg_pool2d_forward, &g, tensor_data(xc), tensor_data(y), count_include_pad);
+    POOL_DISPATCH(x, avg_pool2d_forward, &g, tensor_data(xc), tensor_data(y), count_include_pad);
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(y, "avg_pool2d", avg_pool2d_backward, 1, &x);
         pool_geometry_to_ints(&g, node->ints);
@@ -207,8 +248,8 @@ static void resize_output(const char *op, Tensor *x, PoolGeometry *g, int out_h,
 static void adaptive_avg_pool2d_backward(AutogradNode *node, Tensor *grad_y) {
     PoolGeometry g = pool_geometry_from_ints(node->ints);
     Tensor *x = node->inputs[0], *gc = contiguous(grad_y);
-    Tensor *dx = tensor_empty(x->dtype, tensor_shape(x));
-    DISPATCH_FLOAT(x, cpu_adaptive_avg_pool2d_backward, &g, tensor_data(gc), tensor_data(dx));
+    Tensor *dx = tensor_empty_like(x);
+    POOL_DISPATCH(x, adaptive_avg_pool2d_backward, &g, tensor_data(gc), tensor_data(dx));
     autograd_pass_grad(node, 0, dx);
 }
 
@@ -216,7 +257,7 @@ Tensor *op_adaptive_avg_pool2d(Tensor *x, int out_h, int out_w) {
     PoolGeometry g = pool_input("adaptive_avg_pool2d", x);
     resize_output("adaptive_avg_pool2d", x, &g, out_h, out_w);
     Tensor *xc = contiguous(x), *y = pool_output(x, &g);
-    DISPATCH_FLOAT(x, cpu_adaptive_avg_pool2d_forward, &g, tensor_data(xc), tensor_data(y));
+    POOL_DISPATCH(x, adaptive_avg_pool2d_forward, &g, tensor_data(xc), tensor_data(y));
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(y, "adaptive_avg_pool2d", adaptive_avg_pool2d_backward, 1, &x);
         pool_geometry_to_ints(&g, node->ints);
@@ -227,8 +268,8 @@ Tensor *op_adaptive_avg_pool2d(Tensor *x, int out_h, int out_w) {
 static void upsample_nearest2d_backward(AutogradNode *node, Tensor *grad_y) {
     PoolGeometry g = pool_geometry_from_ints(node->ints);
     Tensor *x = node->inputs[0], *gc = contiguous(grad_y);
-    Tensor *dx = tensor_empty(x->dtype, tensor_shape(x));
-    DISPATCH_FLOAT(x, cpu_upsample_nearest2d_backward, &g, tensor_data(gc), tensor_data(dx));
+    Tensor *dx = tensor_empty_like(x);
+    POOL_DISPATCH(x, upsample_nearest2d_backward, &g, tensor_data(gc), tensor_data(dx));
     autograd_pass_grad(node, 0, dx);
 }
 
@@ -236,7 +277,7 @@ Tensor *op_upsample_nearest2d(Tensor *x, int out_h, int out_w) {
     PoolGeometry g = pool_input("upsample_nearest2d", x);
     resize_output("upsample_nearest2d", x, &g, out_h, out_w);
     Tensor *xc = contiguous(x), *y = pool_output(x, &g);
-    DISPATCH_FLOAT(x, cpu_upsample_nearest2d_forward, &g, tensor_data(xc), tensor_data(y));
+    POOL_DISPATCH(x, upsample_nearest2d_forward, &g, tensor_data(xc), tensor_data(y));
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(y, "upsample_nearest2d", upsample_nearest2d_backward, 1, &x);
         pool_geometry_to_ints(&g, node->ints);

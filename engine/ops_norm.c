@@ -62,16 +62,29 @@ static void batch_norm_backward(AutogradNode *node, Tensor *grad_y) {
     int64_t B, C, S;
     channel_layout(x, &B, &C, &S);
     NormGrads grads = norm_grads(node);
-    DISPATCH_FLOAT(x, cpu_batch_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
-                   tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
-                   data_or_null(grads.dweight), data_or_null(grads.dbias), B, C, S, (int)node->ints[0]);
+    if (tensor_is_cuda(x)) {
+        size_t bytes = batch_norm_backward_workspace_bytes(B, C, S);
+        void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+        batch_norm_backward_launch(tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]), tensor_data(node->saved[2]),
+                                   data_or_null(weight), data_or_null(grads.dx), data_or_null(grads.dweight),
+                                   data_or_null(grads.dbias), workspace, B, C, S, (int)node->ints[0], device_stream());
+        GPU_CHECK_LAUNCH();
+        if (workspace) gpu_free(workspace);  // reuse is ordered on the same stream
+    } else {
+        DISPATCH_FLOAT(x, cpu_batch_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
+                       tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
+                       data_or_null(grads.dweight), data_or_null(grads.dbias), B, C, S, (int)node->ints[0]);
+    }
     norm_pass_grads(node, grads);
 }
+
+static void batch_norm_forward_cpu(Tensor *xc, Tensor *w, Tensor *b, Tensor *y, Tensor *mean, Tensor *rstd,
+                                   Tensor *running_mean, Tensor *running_var, bool training, double momentum, double eps);
 
 Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean, Tensor *running_var,
                       bool training, double momentum, double eps) {
     const char *op = "batch_norm";
-    check_float_input(op, x);
+    check_float_input_any_device(op, x);
     char sx[96];
     tensor_shape_string(x, sx, sizeof sx);
     if (x->ndim < 2) tensor_fatal(op, "input %s must be [B, C] or [B, C, ...]", sx);
@@ -87,8 +100,50 @@ Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_m
     bool batch_stats = training || !running_mean;
     Tensor *xc = contiguous(x);
     Tensor *y = tensor_empty_like(x);
-    Tensor *mean = tensor_empty(x->dtype, SHAPE(C)), *rstd = tensor_empty(x->dtype, SHAPE(C));
+    Tensor *mean = tensor_empty_on(x->dtype, SHAPE(C), x->storage->device);
+    Tensor *rstd = tensor_empty_on(x->dtype, SHAPE(C), x->storage->device);
     Tensor *w = weight ? contiguous(weight) : NULL, *b = bias ? contiguous(bias) : NULL;
+    if (tensor_is_cuda(x)) {
+        // The running statistics are updated in place by the kernel: they must be contiguous.
+        if (running_mean && (!tensor_is_contiguous(running_mean) || !tensor_is_contiguous(running_var)))
+            tensor_fatal(op, "running statistics must be contiguous on the CUDA device");
+        if (batch_stats) {
+            size_t bytes = batch_norm_forward_workspace_bytes(B, C, S);
+            void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+            bool update = training && running_mean;
+            batch_norm_forward_training_launch(tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y), tensor_data(mean),
+                                               tensor_data(rstd), update ? tensor_data(running_mean) : NULL,
+                                               update ? tensor_data(running_var) : NULL, workspace, B, C, S, momentum, eps,
+                                               device_stream());
+            if (workspace) gpu_free(workspace);
+        } else {
+            batch_norm_forward_eval_launch(tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y), tensor_data(mean),
+                                           tensor_data(rstd), tensor_data(running_mean), tensor_data(running_var), B, C, S, eps,
+                                           device_stream());
+        }
+        GPU_CHECK_LAUNCH();
+    } else {
+        batch_norm_forward_cpu(xc, w, b, y, mean, rstd, running_mean, running_var, training, momentum, eps);
+    }
+    Tensor *inputs[3] = {x, weight, bias};
+    if (autograd_needed(3, inputs)) {
+        AutogradNode *node = autograd_record(y, op, batch_norm_backward, 3, inputs);
+        autograd_save(node, 0, xc);
+        autograd_save(node, 1, mean);
+        autograd_save(node, 2, rstd);
+        node->ints[0] = batch_stats;
+    }
+    return y;
+}
+
+// The CPU forward: statistics by the fused kernel, then the running-statistics update.
+static void batch_norm_forward_cpu(Tensor *xc, Tensor *w, Tensor *b, Tensor *y, Tensor *mean, Tensor *rstd,
+                                   Tensor *running_mean, Tensor *running_var, bool training, double momentum, double eps) {
+    const char *op = "batch_norm";
+    int64_t B, C, S;
+    channel_layout(xc, &B, &C, &S);
+    bool batch_stats = training || !running_mean;
+    Tensor *x = xc;
     Tensor *given_mean = batch_stats ? NULL : contiguous(running_mean);
     Tensor *given_var = batch_stats ? NULL : contiguous(running_var);
     bool update = training && running_mean;
@@ -106,15 +161,6 @@ Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_m
         }
         free(batch_var);
     }
-    Tensor *inputs[3] = {x, weight, bias};
-    if (autograd_needed(3, inputs)) {
-        AutogradNode *node = autograd_record(y, op, batch_norm_backward, 3, inputs);
-        autograd_save(node, 0, xc);
-        autograd_save(node, 1, mean);
-        autograd_save(node, 2, rstd);
-        node->ints[0] = batch_stats;
-    }
-    return y;
 }
 
 // ---------------------------------------------------------------- group norm

@@ -155,6 +155,52 @@ TEST(cross_entropy_on_device_matches_cpu) {
     tensor_scope_end(scope);
 }
 
+// A small CNN step (conv, batch norm with running statistics, relu, max pool, global average pool,
+// linear, cross-entropy) on the CPU and on the emulated device: loss, every gradient and the
+// updated running statistics agree.
+enum { CNN_TENSORS = 10 };
+static Tensor *cnn_loss(Tensor **t, Tensor *labels) {
+    // t: x, conv1.w, bn1.w, bn1.b, conv2.w, conv2.b, fc.w, fc.b, bn1.running_mean, bn1.running_var
+    Tensor *h = op_conv2d(t[0], t[1], NULL, conv2d_params(1, 1, 1, 1));
+    h = op_relu(op_batch_norm(h, t[2], t[3], t[8], t[9], true, 0.1, 1e-5));
+    h = op_max_pool2d(h, 2, 2, 0);
+    h = op_relu(op_conv2d(h, t[4], t[5], conv2d_params(2, 1, 1, 2)));
+    h = op_flatten(op_adaptive_avg_pool2d(h, 1, 1), 1, -1);
+    return op_cross_entropy(op_linear(h, t[6], t[7]), labels, cross_entropy_defaults());
+}
+
+TEST(cnn_step_on_device_matches_cpu) {
+    TensorScope scope = tensor_scope_begin();
+    Rng rng = rng_make(11, 0);
+    Shape shapes[CNN_TENSORS] = {SHAPE(3, 2, 9, 7), SHAPE(6, 2, 3, 3), SHAPE(6), SHAPE(6), SHAPE(8, 3, 3, 3),
+                                 SHAPE(8), SHAPE(4, 8), SHAPE(4), SHAPE(6), SHAPE(6)};
+    Tensor *cpu[CNN_TENSORS], *dev[CNN_TENSORS];
+    for (int i = 0; i < CNN_TENSORS; i++) {
+        cpu[i] = tensor_empty(DTYPE_F32, shapes[i]);
+        rng_fill_normal_f32(&rng, tensor_f32(cpu[i]), tensor_numel(cpu[i]), i == 9 ? 2.0f : 0.0f, i == 9 ? 0.1f : 0.5f);
+        dev[i] = tensor_to_device_raw(cpu[i], CUDA0);
+        if (i >= 1 && i <= 7) {
+            tensor_requires_grad(cpu[i]);
+            tensor_requires_grad(dev[i]);
+        }
+    }
+    Tensor *labels = tensor_from_data(DTYPE_I64, SHAPE(3), (int64_t[]){3, 0, 2});
+    Tensor *loss_cpu = cnn_loss(cpu, labels), *loss_dev = cnn_loss(dev, labels);
+    CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-5);
+    tensor_backward(loss_cpu, NULL);
+    tensor_backward(loss_dev, NULL);
+    for (int i = 1; i < CNN_TENSORS; i++) {
+        // Gradients of the parameters (1..7) and the running statistics updated in place (8, 9):
+        // f32 sums in other orders, through two convolutions.
+        Tensor *expected = i <= 7 ? cpu[i]->grad : cpu[i];
+        Tensor *got = tensor_to_device_raw(i <= 7 ? dev[i]->grad : dev[i], device_cpu());
+        CHECK_MSG(expected != NULL, "tensor %d", i);
+        for (int64_t j = 0; expected && j < tensor_numel(got); j++)
+            CHECK_CLOSE(tensor_f32(got)[j], tensor_f32(expected)[j], 2e-5, 2e-4);
+    }
+    tensor_scope_end(scope);
+}
+
 int main(void) {
     RUN_TEST(device_tensors_hold_values);
     RUN_TEST(default_device_creation);
@@ -162,5 +208,6 @@ int main(void) {
     RUN_TEST(ops_without_cuda_kernels_say_so);
     RUN_TEST(network_on_device_matches_cpu);
     RUN_TEST(cross_entropy_on_device_matches_cpu);
+    RUN_TEST(cnn_step_on_device_matches_cpu);
     return test_summary();
 }
