@@ -201,6 +201,47 @@ TEST(cnn_step_on_device_matches_cpu) {
     tensor_scope_end(scope);
 }
 
+// Flash attention behind op_scaled_dot_product_attention on the device, against the composed CPU
+// op: no mask, causal, a broadcast boolean mask, a full additive mask; outputs and q/k/v gradients.
+TEST(attention_on_device_matches_cpu) {
+    TensorScope scope = tensor_scope_begin();
+    Rng rng = rng_make(13, 0);
+    const int64_t B = 2, H = 3, Tq = 7, Tk = 9, D = 5, Dv = 6;
+    Shape shapes[3] = {SHAPE(B, H, Tq, D), SHAPE(B, H, Tk, D), SHAPE(B, H, Tk, Dv)};
+    Tensor *bool_mask = tensor_empty(DTYPE_U8, SHAPE(Tq, Tk));
+    for (int64_t i = 0; i < Tq * Tk; i++) ((uint8_t *)tensor_data(bool_mask))[i] = (i * 7) % 5 != 0;
+    Tensor *float_mask = tensor_empty(DTYPE_F32, SHAPE(B, H, Tq, Tk));
+    rng_fill_normal_f32(&rng, tensor_f32(float_mask), tensor_numel(float_mask), 0.0f, 1.0f);
+    for (int variant = 0; variant < 4; variant++) {
+        Tensor *cpu[3], *dev[3];
+        for (int i = 0; i < 3; i++) {
+            cpu[i] = tensor_empty(DTYPE_F32, shapes[i]);
+            rng_fill_normal_f32(&rng, tensor_f32(cpu[i]), tensor_numel(cpu[i]), 0.0f, 1.0f);
+            dev[i] = tensor_requires_grad(tensor_to_device_raw(cpu[i], CUDA0));
+            tensor_requires_grad(cpu[i]);
+        }
+        Tensor *mask = variant == 2 ? bool_mask : variant == 3 ? float_mask : NULL;
+        bool causal = variant == 1;
+        Tensor *out_cpu = op_scaled_dot_product_attention(cpu[0], cpu[1], cpu[2], mask, causal, 0);
+        Tensor *out_dev = op_scaled_dot_product_attention(dev[0], dev[1], dev[2], mask, causal, 0);
+        Tensor *weights = tensor_empty(DTYPE_F32, tensor_shape(out_cpu));
+        rng_fill_normal_f32(&rng, tensor_f32(weights), tensor_numel(weights), 0.0f, 1.0f);
+        tensor_backward(op_sum_all(op_mul(out_cpu, weights)), NULL);
+        tensor_backward(op_sum_all(op_mul(out_dev, tensor_to_device_raw(weights, CUDA0))), NULL);
+        Tensor *got = tensor_to_device_raw(out_dev, device_cpu());
+        // Online softmax over key tiles vs a two-pass softmax: f32 rounding in another order.
+        for (int64_t j = 0; j < tensor_numel(got); j++) CHECK_CLOSE(tensor_f32(got)[j], tensor_f32(out_cpu)[j], 1e-5, 1e-4);
+        for (int i = 0; i < 3; i++) {
+            Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
+            for (int64_t j = 0; j < tensor_numel(g); j++)
+                CHECK_MSG(fabs(tensor_f32(g)[j] - tensor_f32(cpu[i]->grad)[j]) <= 1e-4 + 1e-3 * fabs(tensor_f32(cpu[i]->grad)[j]),
+                          "variant %d input %d element %lld: %g vs %g", variant, i, (long long)j, tensor_f32(g)[j],
+                          tensor_f32(cpu[i]->grad)[j]);
+        }
+    }
+    tensor_scope_end(scope);
+}
+
 int main(void) {
     RUN_TEST(device_tensors_hold_values);
     RUN_TEST(default_device_creation);
@@ -209,5 +250,6 @@ int main(void) {
     RUN_TEST(network_on_device_matches_cpu);
     RUN_TEST(cross_entropy_on_device_matches_cpu);
     RUN_TEST(cnn_step_on_device_matches_cpu);
+    RUN_TEST(attention_on_device_matches_cpu);
     return test_summary();
 }
