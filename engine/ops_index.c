@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "engine/ops_internal.h"
+#include "kernels/index.h"
 
 // ---------------------------------------------------------------- concat, stack, split
 
@@ -36,20 +37,28 @@ Tensor *op_concat(Tensor *const *xs, int n, int dim) {
             }
         shape.dims[dim] += x->shape[dim];
     }
-    Tensor *out = tensor_empty(first->dtype, shape);
+    Tensor *out = tensor_empty_on(first->dtype, shape, first->storage->device);
     int64_t outer = 1, inner = 1;
     for (int d = 0; d < dim; d++) outer *= shape.dims[d];
     for (int d = dim + 1; d < shape.ndim; d++) inner *= shape.dims[d];
     size_t element = dtype_size(first->dtype);
     int64_t out_row = shape.dims[dim] * inner, offset = 0;
     for (int i = 0; i < n; i++) {
+        check_same_device("concat", xs[i], first);
         Tensor *x = contiguous(xs[i]);
+        if (tensor_is_cuda(x)) {
+            concat_copy_launch(tensor_data(out), tensor_data(x), outer, xs[i]->shape[dim], inner, shape.dims[dim], offset, element,
+                               device_stream());
+            GPU_CHECK_LAUNCH();
+            offset += xs[i]->shape[dim];
+            continue;
+        }
         int64_t row = xs[i]->shape[dim] * inner;
         const char *src = tensor_data(x);
-        char *dst = (char *)tensor_data(out) + offset * (int64_t)element;
+        char *dst = (char *)tensor_data(out) + offset * inner * (int64_t)element;
         for (int64_t o = 0; o < outer; o++)
             memcpy(dst + o * out_row * (int64_t)element, src + o * row * (int64_t)element, (size_t)row * element);
-        offset += row;
+        offset += xs[i]->shape[dim];
     }
     if (autograd_needed(n, xs)) {
         AutogradNode *node = autograd_record(out, "concat", concat_backward, n, xs);
@@ -128,24 +137,50 @@ static void gather_scatter(Tensor *x, int dim, Tensor *index, Tensor *values, bo
     }
 }
 
+// Indices for a device kernel: contiguous on the device. Indices still on the host are checked
+// here, where a bad one stops the run with a clear message (the kernels cannot: they write NaN).
+static Tensor *device_indices(const char *op, Tensor *index, int64_t size, Device device) {
+    if (!tensor_is_cuda(index)) {
+        Tensor *host = contiguous(index);
+        for (int64_t j = 0; j < tensor_numel(host); j++) checked_index(op, index_at(host, j), size);
+    }
+    return contiguous(op_to_device(index, device));
+}
+
 static void gather_backward(AutogradNode *node, Tensor *g) {
     Tensor *x = node->inputs[0], *index = node->saved[0];
+    if (tensor_is_cuda(x)) {
+        Tensor *grad = tensor_empty_like(x);
+        gather_backward_launch(tensor_data(contiguous(g)), x->shape, x->ndim, (int)node->ints[0], tensor_data(index),
+                               index->dtype == DTYPE_I64, index->shape, tensor_data(grad), device_stream());
+        GPU_CHECK_LAUNCH();
+        autograd_pass_grad(node, 0, grad);
+        return;
+    }
     Tensor *grad = tensor_zeros(x->dtype, tensor_shape(x));
     gather_scatter(grad, (int)node->ints[0], index, contiguous(g), true);
     autograd_pass_grad(node, 0, grad);
 }
 
 Tensor *op_gather(Tensor *x, int dim, Tensor *index) {
-    check_float_input("gather", x);
+    check_float_input_any_device("gather", x);
     check_index_tensor("gather", index);
     dim = tensor_normalize_dim(x, dim);
     if (index->ndim != x->ndim) tensor_fatal("gather", "index has %d dims, input has %d", index->ndim, x->ndim);
     for (int d = 0; d < x->ndim; d++)
         if (d != dim && index->shape[d] > x->shape[d])
             tensor_fatal("gather", "index dimension %d (%lld) exceeds the input's (%lld)", d, (long long)index->shape[d], (long long)x->shape[d]);
-    Tensor *ic = contiguous(index);
-    Tensor *out = tensor_empty(x->dtype, tensor_shape(index));
-    gather_scatter(x, dim, ic, out, false);
+    Tensor *ic, *out = tensor_empty_on(x->dtype, tensor_shape(index), x->storage->device);
+    if (tensor_is_cuda(x)) {
+        ic = device_indices("gather", index, x->shape[dim], x->storage->device);
+        gather_forward_launch(tensor_data(contiguous(x)), x->shape, x->ndim, dim, tensor_data(ic), ic->dtype == DTYPE_I64,
+                              ic->shape, tensor_data(out), device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        check_cpu("gather", index);
+        ic = contiguous(index);
+        gather_scatter(x, dim, ic, out, false);
+    }
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(out, "gather", gather_backward, 1, &x);
         node->ints[0] = dim;
@@ -179,6 +214,18 @@ static void index_rows(const char *op, Tensor *x, int dim, Tensor *index, Tensor
 
 static void index_select_backward(AutogradNode *node, Tensor *g) {
     Tensor *x = node->inputs[0];
+    if (tensor_is_cuda(x)) {
+        int dim = (int)node->ints[0];
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < dim; d++) outer *= x->shape[d];
+        for (int d = dim + 1; d < x->ndim; d++) inner *= x->shape[d];
+        Tensor *grad = tensor_empty_like(x), *index = node->saved[0];
+        index_select_backward_launch(tensor_data(contiguous(g)), tensor_data(index), index->dtype == DTYPE_I64, tensor_data(grad),
+                                     outer, x->shape[dim], inner, tensor_numel(index), device_stream());
+        GPU_CHECK_LAUNCH();
+        autograd_pass_grad(node, 0, grad);
+        return;
+    }
     Tensor *grad = tensor_zeros(x->dtype, tensor_shape(x));
     index_rows("index_select (backward)", grad, (int)node->ints[0], node->saved[0], contiguous(g), true);
     autograd_pass_grad(node, 0, grad);
@@ -188,11 +235,25 @@ Tensor *op_index_select(Tensor *x, int dim, Tensor *index) {
     check_index_tensor("index_select", index);
     if (index->ndim > 1) tensor_fatal("index_select", "index must be 1-D, got %d dims", index->ndim);
     dim = tensor_normalize_dim(x, dim);
-    Tensor *xc = contiguous(x), *ic = contiguous(index);
+    Tensor *xc = contiguous(x), *ic;
     Shape shape = tensor_shape(x);
     shape.dims[dim] = tensor_numel(index);
-    Tensor *out = tensor_empty(x->dtype, shape);
-    index_rows("index_select", xc, dim, ic, out, false);
+    Tensor *out = tensor_empty_on(x->dtype, shape, x->storage->device);
+    if (tensor_is_cuda(x)) {
+        check_float_input_any_device("index_select", x);
+        ic = device_indices("index_select", index, x->shape[dim], x->storage->device);
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < dim; d++) outer *= x->shape[d];
+        for (int d = dim + 1; d < x->ndim; d++) inner *= x->shape[d];
+        index_select_forward_launch(tensor_data(xc), tensor_data(ic), ic->dtype == DTYPE_I64, tensor_data(out), outer, x->shape[dim],
+                                    inner, tensor_numel(ic), device_stream());
+        GPU_CHECK_LAUNCH();
+    } else {
+        check_cpu("index_select", x);
+        check_cpu("index_select", index);
+        ic = contiguous(index);
+        index_rows("index_select", xc, dim, ic, out, false);
+    }
     if (autograd_needed(1, &x)) {
         AutogradNode *node = autograd_record(out, "index_select", index_select_backward, 1, &x);
         node->ints[0] = dim;

@@ -242,6 +242,40 @@ TEST(attention_on_device_matches_cpu) {
     tensor_scope_end(scope);
 }
 
+// Joining and indexing on the device: concat, embedding (index_select), gather; values and
+// gradients against the CPU (copies and index-ordered sums: exact).
+static Tensor *indexing_loss(Tensor **t, Tensor *tokens, Tensor *picks) {
+    Tensor *joined = op_concat((Tensor *[]){t[0], t[1]}, 2, 1);                  // [4, 7]
+    Tensor *embedded = op_embedding(t[2], tokens);                              // [2, 3, 7]
+    Tensor *mixed = op_add(embedded, op_narrow(joined, 0, 1, 3));  // [2, 3, 7] + [3, 7]
+    Tensor *picked = op_gather(joined, 1, picks);                               // [4, 2]
+    return op_add(op_sum_all(op_mul(mixed, mixed)), op_sum_all(op_exp(picked)));
+}
+
+TEST(indexing_on_device_matches_cpu) {
+    TensorScope scope = tensor_scope_begin();
+    Rng rng = rng_make(17, 0);
+    Shape shapes[3] = {SHAPE(4, 3), SHAPE(4, 4), SHAPE(6, 7)};
+    Tensor *cpu[3], *dev[3];
+    for (int i = 0; i < 3; i++) {
+        cpu[i] = tensor_empty(DTYPE_F32, shapes[i]);
+        rng_fill_normal_f32(&rng, tensor_f32(cpu[i]), tensor_numel(cpu[i]), 0.0f, 1.0f);
+        dev[i] = tensor_requires_grad(tensor_to_device_raw(cpu[i], CUDA0));
+        tensor_requires_grad(cpu[i]);
+    }
+    Tensor *tokens = tensor_from_data(DTYPE_I64, SHAPE(2, 3), (int64_t[]){5, 0, 5, 2, 2, 1});
+    Tensor *picks = tensor_from_data(DTYPE_I64, SHAPE(4, 2), (int64_t[]){6, 0, 3, 3, 1, 5, 2, 4});
+    Tensor *loss_cpu = indexing_loss(cpu, tokens, picks), *loss_dev = indexing_loss(dev, tokens, picks);
+    CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-6);
+    tensor_backward(loss_cpu, NULL);
+    tensor_backward(loss_dev, NULL);
+    for (int i = 0; i < 3; i++) {
+        Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
+        for (int64_t j = 0; j < tensor_numel(g); j++) CHECK_CLOSE(tensor_f32(g)[j], tensor_f32(cpu[i]->grad)[j], 1e-5, 1e-6);
+    }
+    tensor_scope_end(scope);
+}
+
 int main(void) {
     RUN_TEST(device_tensors_hold_values);
     RUN_TEST(default_device_creation);
@@ -251,5 +285,6 @@ int main(void) {
     RUN_TEST(cross_entropy_on_device_matches_cpu);
     RUN_TEST(cnn_step_on_device_matches_cpu);
     RUN_TEST(attention_on_device_matches_cpu);
+    RUN_TEST(indexing_on_device_matches_cpu);
     return test_summary();
 }
