@@ -38,6 +38,7 @@ static int write_checkpoint_files(const char *directory, const ParamStore *param
     char path[4096], step[32];
     snprintf(step, sizeof step, "%" PRId64, state->step);
     SafetensorsWriter *writer = safetensors_writer_new();
+    float *host_state[2] = {NULL, NULL};
     char values[CHECKPOINT_MAX_RNGS + 8][128];
     int n_values = 0;
     safetensors_writer_set_metadata(writer, "tailor.format", "train_state-1");
@@ -57,12 +58,20 @@ static int write_checkpoint_files(const char *directory, const ParamStore *param
         snprintf(values[n_values], sizeof values[0], "%" PRId64, optimizer->step);
         safetensors_writer_set_metadata(writer, "tailor.optimizer.step", values[n_values++]);
         int64_t shape[1] = {optimizer->n_params};
-        if (optimizer->state1) safetensors_writer_add(writer, "optimizer.state1", DTYPE_F32, 1, shape, optimizer->state1);
-        if (optimizer->state2) safetensors_writer_add(writer, "optimizer.state2", DTYPE_F32, 1, shape, optimizer->state2);
+        // Host copies: the state may live on the CUDA device.
+        for (int b = 0; b < 2; b++) {
+            if (!(b == 0 ? optimizer->state1 : optimizer->state2)) continue;
+            host_state[b] = malloc((size_t)(optimizer->n_params ? optimizer->n_params : 1) * sizeof(float));
+            if (!host_state[b]) tensor_fatal("checkpoint", "out of memory copying the optimizer state");
+            optimizer_state_to_host(optimizer, b + 1, host_state[b]);
+            safetensors_writer_add(writer, b == 0 ? "optimizer.state1" : "optimizer.state2", DTYPE_F32, 1, shape, host_state[b]);
+        }
     }
     path_join(path, sizeof path, directory, "train_state.safetensors");
     int status = safetensors_writer_write(writer, path, error, error_size);
     safetensors_writer_free(writer);
+    free(host_state[0]);
+    free(host_state[1]);
     if (status != 0) return status;
     const char *metadata[] = {"tailor.step", step, NULL};
     path_join(path, sizeof path, directory, "model.safetensors");
@@ -240,9 +249,15 @@ int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimi
     // Everything checked and the weights are in: apply the rest.
     if (optimizer) {
         optimizer->step = optimizer_step;
-        float *targets[2] = {optimizer->state1, optimizer->state2};
         for (int b = 0; b < 2; b++)
-            if (buffers[b]) memcpy(targets[b], buffers[b]->data, buffers[b]->nbytes);
+            if (buffers[b]) {
+                // The mapping may be unaligned for f32 (other writers); stage through an aligned copy.
+                float *host = malloc(buffers[b]->nbytes ? buffers[b]->nbytes : 1);
+                if (!host) tensor_fatal("checkpoint", "out of memory loading the optimizer state");
+                memcpy(host, buffers[b]->data, buffers[b]->nbytes);
+                optimizer_state_from_host(optimizer, b + 1, host);
+                free(host);
+            }
     }
     for (int i = 0; i < state->n_rngs; i++) *state->rngs[i] = rngs[i];
     *state = loaded;

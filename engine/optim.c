@@ -3,6 +3,9 @@
 // Scalars are computed in f64 and rounded to f32 where ATen casts a Python scalar to the tensor dtype.
 #include "engine/optim.h"
 
+#include "engine/gpu/gpu.h"
+#include "kernels/optim.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,10 +91,43 @@ int optimizer_add_group(Optimizer *opt, int64_t start, int64_t count, double lr_
 
 void optimizer_free(Optimizer *opt) {
     if (!opt) return;
-    free(opt->state1);
-    free(opt->state2);
+    if (opt->on_device) {
+        if (opt->state1) gpu_free(opt->state1);
+        if (opt->state2) gpu_free(opt->state2);
+    } else {
+        free(opt->state1);
+        free(opt->state2);
+    }
     free(opt->groups);
     free(opt);
+}
+
+void optimizer_move_to_device(Optimizer *opt) {
+    if (opt->on_device) return;
+    size_t bytes = (size_t)opt->n_params * sizeof(float);
+    float **buffers[2] = {&opt->state1, &opt->state2};
+    for (int b = 0; b < 2; b++) {
+        if (!*buffers[b]) continue;
+        float *device = gpu_alloc(bytes ? bytes : 1);
+        gpu_copy_to_device(device, *buffers[b], bytes);
+        free(*buffers[b]);
+        *buffers[b] = device;
+    }
+    opt->on_device = 1;
+}
+
+void optimizer_state_to_host(const Optimizer *opt, int which, float *host) {
+    const float *state = which == 1 ? opt->state1 : opt->state2;
+    size_t bytes = (size_t)opt->n_params * sizeof(float);
+    if (opt->on_device) gpu_copy_to_host(host, state, bytes);
+    else memcpy(host, state, bytes);
+}
+
+void optimizer_state_from_host(Optimizer *opt, int which, const float *host) {
+    float *state = which == 1 ? opt->state1 : opt->state2;
+    size_t bytes = (size_t)opt->n_params * sizeof(float);
+    if (opt->on_device) gpu_copy_to_device(state, host, bytes);
+    else memcpy(state, host, bytes);
 }
 
 // One contiguous range with one learning rate and weight decay.
@@ -245,8 +281,27 @@ static void adam_segment(const Optimizer *opt, Segment s, float *params, const f
     }
 }
 
+// One segment on the device: the same coefficients, computed on the host as above, and the
+// kernels' element updates (kernels/optim.h).
+static void step_segment_device(const Optimizer *opt, Segment s, float *params, const float *grads) {
+    struct CUstream_st *stream = gpu_stream_handle(gpu_stream_default());
+    if (opt->kind == OPTIM_SGD) {
+        SgdUpdateScalars scalars = sgd_update_scalars(s.lr, s.weight_decay, opt->momentum, opt->dampening, opt->nesterov, opt->step);
+        sgd_update_launch(params, grads, opt->state1, s.start, s.count, scalars, stream);
+    } else {
+        AdamUpdateScalars scalars = adam_update_scalars(s.lr, s.weight_decay, opt->beta1, opt->beta2, opt->eps,
+                                                        opt->kind == OPTIM_ADAMW, opt->step);
+        adam_update_launch(params, grads, opt->state1, opt->state2, s.start, s.count, scalars, stream);
+    }
+    GPU_CHECK_LAUNCH();
+}
+
 static void step_segment(const Optimizer *opt, Segment s, float *params, const float *grads) {
     if (s.count <= 0) return;
+    if (opt->on_device) {
+        step_segment_device(opt, s, params, grads);
+        return;
+    }
     if (opt->kind == OPTIM_SGD) sgd_segment(opt, s, params, grads);
     else adam_segment(opt, s, params, grads);
 }

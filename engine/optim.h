@@ -39,6 +39,7 @@ typedef struct Optimizer {
     float *state1, *state2;
     int n_groups;
     ParamGroup *groups;  // sorted by start, not overlapping
+    int on_device;       // state1/state2 are CUDA device buffers and steps run the kernels/optim.cu updates
 } Optimizer;
 
 // Both return NULL on an argument PyTorch refuses (negative lr, momentum, eps or weight decay; beta
@@ -56,6 +57,12 @@ int optimizer_add_group(Optimizer *opt, int64_t start, int64_t count, double lr_
 // One update of params[n_params] from grads[n_params].
 void optimizer_step(Optimizer *opt, float *params, const float *grads);
 void optimizer_free(Optimizer *opt);
+// Moves the state buffers to the current CUDA device; optimizer_step then takes device pointers
+// and updates with the CUDA kernels, bit for bit the CPU arithmetic.
+void optimizer_move_to_device(Optimizer *opt);
+// Copies state buffer 1 or 2 (wherever it lives) to or from n_params host floats; for checkpoints.
+void optimizer_state_to_host(const Optimizer *opt, int which, float *host);
+void optimizer_state_from_host(Optimizer *opt, int which, const float *host);
 
 // Exponential moving average of weights: ema = decay * ema + (1 - decay) * params, in f32 with the
 // coefficients decay and 1 - decay computed in f64 and rounded (as timm's ModelEmaV2 in PyTorch).

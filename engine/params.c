@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/autograd.h"
+#include "engine/gpu/gpu.h"
 #include "engine/safetensors.h"
 
 ParamStore *params_new(void) {
@@ -87,7 +88,55 @@ void params_finalize(ParamStore *store) {
 }
 
 void params_zero_grad(ParamStore *store) {
-    if (store->grads) memset(store->grads->data, 0, store->grads->nbytes);
+    if (!store->grads) return;
+    if (store->grads->device.kind == DEVICE_CUDA) gpu_memset_async(store->grads->data, 0, store->grads->nbytes, gpu_stream_default());
+    else memset(store->grads->data, 0, store->grads->nbytes);
+}
+
+// A copy of a whole storage on `device`.
+static Storage *storage_copy_to(Storage *source, Device device) {
+    Storage *copy = storage_new(source->nbytes, device);
+    TensorScope scope = tensor_scope_begin();
+    int64_t n = (int64_t)(source->nbytes / sizeof(float));
+    Tensor *from = tensor_empty_on(DTYPE_F32, SHAPE(0), device_cpu());  // a header to view `source`
+    Tensor *to = tensor_empty_on(DTYPE_F32, SHAPE(0), device_cpu());
+    storage_release(from->storage);
+    storage_release(to->storage);
+    from->storage = source;
+    source->refcount++;
+    to->storage = copy;
+    copy->refcount++;
+    from->shape[0] = to->shape[0] = n;
+    tensor_copy_raw(to, from);
+    tensor_scope_end(scope);
+    return copy;
+}
+
+// Points a tensor header at another storage (same offset and layout).
+static void repoint(Tensor *t, Storage *storage) {
+    storage->refcount++;
+    storage_release(t->storage);
+    t->storage = storage;
+}
+
+void params_to_device(ParamStore *store, Device device) {
+    if (!store->finalized) tensor_fatal("params", "params_to_device needs params_finalize first");
+    Storage *values = storage_copy_to(store->values, device), *grads = storage_copy_to(store->grads, device);
+    for (int i = 0; i < store->count; i++) {
+        Tensor *t = store->items[i].value;
+        if (store->items[i].group >= 0) {
+            repoint(t, values);
+            repoint(t->grad, grads);
+        } else {  // a buffer with its own storage
+            Storage *moved = storage_copy_to(t->storage, device);
+            repoint(t, moved);
+            storage_release(moved);
+        }
+    }
+    storage_release(store->values);
+    storage_release(store->grads);
+    store->values = values;
+    store->grads = grads;
 }
 
 Tensor *params_find(const ParamStore *store, const char *name) {
@@ -108,7 +157,7 @@ int params_save(const ParamStore *store, const char *path, const char *const *me
     TensorScope scope = tensor_scope_begin();
     int status = 0;
     for (int i = 0; i < store->count && status == 0; i++) {
-        Tensor *t = tensor_contiguous_raw(store->items[i].value);
+        Tensor *t = tensor_to_device_raw(store->items[i].value, device_cpu());  // host copy, contiguous
         if (safetensors_writer_add(writer, store->items[i].name, DTYPE_F32, t->ndim, t->shape, tensor_data(t)) != 0) {
             snprintf(error, error_size, "%s: tensor '%s': %s", path, store->items[i].name, safetensors_writer_error(writer));
             status = -1;
@@ -193,7 +242,7 @@ int params_load(ParamStore *store, const char *path, bool allow_missing, bool al
                                                 report_used ? ", " : "", p->name);
             continue;
         }
-        staged[i] = tensor_empty(DTYPE_F32, tensor_shape(p->value));
+        staged[i] = tensor_empty_on(DTYPE_F32, tensor_shape(p->value), device_cpu());
         int64_t bad = load_entry(staged[i], entry);
         if (bad >= 0) {
             snprintf(error, error_size, "%s: tensor '%s' holds a non-finite value (%g at element %lld)", path, p->name,

@@ -37,6 +37,9 @@ Tensor *params_add(ParamStore *store, const char *name, Shape shape, int group);
 Tensor *params_add_buffer(ParamStore *store, const char *name, Shape shape);
 void params_finalize(ParamStore *store);
 void params_zero_grad(ParamStore *store);
+// Moves the flat parameter and gradient buffers, and every buffer, to `device` (after finalize);
+// the Tensor pointers stay valid. params_values/params_grads are then device pointers.
+void params_to_device(ParamStore *store, Device device);
 static inline float *params_values(const ParamStore *store) { return (float *)store->values->data; }
 static inline float *params_grads(const ParamStore *store) { return (float *)store->grads->data; }
 Tensor *params_find(const ParamStore *store, const char *name);  // NULL if absent
