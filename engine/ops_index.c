@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "engine/ops_internal.h"
+#include "kernels/dropout.h"
 #include "kernels/index.h"
 
 // ---------------------------------------------------------------- concat, stack, split
@@ -276,7 +277,16 @@ Tensor *op_embedding(Tensor *weight, Tensor *indices) {
 Tensor *op_dropout(Tensor *x, double p, bool training, Rng *rng) {
     if (p < 0 || p > 1) tensor_fatal("dropout", "probability %g outside [0, 1]", p);
     if (!training || p == 0) return x;
-    check_float_input("dropout", x);
+    check_float_input_any_device("dropout", x);
+    if (tensor_is_cuda(x)) {
+        // The same numbers as the CPU fill below: the kernel draws Philox block first + t in thread t.
+        Tensor *mask = tensor_empty_on(DTYPE_F32, tensor_shape(x), x->storage->device);
+        int64_t n = tensor_numel(mask);
+        uint64_t first = rng_reserve(rng, (uint64_t)n);
+        dropout_mask_launch(tensor_data(mask), n, p, rng->seed, rng->stream, first, device_stream());
+        GPU_CHECK_LAUNCH();
+        return op_mul(x, mask);
+    }
     // mask_i = keep_i / (1 - p) with keep_i ~ Bernoulli(1 - p); p == 1 drops everything.
     Tensor *mask = tensor_empty(DTYPE_F32, tensor_shape(x));
     int64_t n = tensor_numel(mask);

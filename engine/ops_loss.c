@@ -168,8 +168,9 @@ Tensor *op_cross_entropy(Tensor *logits, Tensor *target, CrossEntropyOptions opt
 }
 
 Tensor *op_cross_entropy_soft(Tensor *logits, Tensor *target_probs, Reduction reduction) {
-    check_float_input("cross_entropy_soft", logits);
-    check_float_input("cross_entropy_soft", target_probs);
+    check_float_input_any_device("cross_entropy_soft", logits);
+    check_float_input_any_device("cross_entropy_soft", target_probs);
+    check_same_device("cross_entropy_soft", logits, target_probs);
     if (!tensor_same_shape(logits, target_probs)) {
         char a[96], b[96];
         tensor_fatal("cross_entropy_soft", "target probabilities %s must have the logits' shape %s",
@@ -222,9 +223,11 @@ Tensor *op_bce_with_logits(Tensor *logits, Tensor *target, Tensor *weight, Reduc
 
 // ---------------------------------------------------------------- regression and divergence
 
+// The regression and divergence losses are compositions of ops that run on either device.
 static void check_pair(const char *op, Tensor *a, Tensor *b) {
-    check_float_input(op, a);
-    check_float_input(op, b);
+    check_float_input_any_device(op, a);
+    check_float_input_any_device(op, b);
+    check_same_device(op, a, b);
     if (!tensor_same_shape(a, b)) {
         char sa[96], sb[96];
         tensor_fatal(op, "input %s and target %s shapes differ", tensor_shape_string(a, sa, sizeof sa), tensor_shape_string(b, sb, sizeof sb));
@@ -257,7 +260,7 @@ Tensor *op_kl_div(Tensor *input, Tensor *target, Reduction reduction, bool log_t
 }
 
 Tensor *op_entropy(Tensor *logits, Reduction reduction) {
-    check_float_input("entropy", logits);
+    check_float_input_any_device("entropy", logits);
     if (logits->ndim < 2) tensor_fatal("entropy", "logits must be [B, N, ...]");
     int class_dim = 1;
     Tensor *h = op_neg(op_sum(op_mul(op_softmax(logits, 1), op_log_softmax(logits, 1)), &class_dim, 1, false));

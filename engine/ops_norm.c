@@ -171,15 +171,25 @@ static void group_norm_backward(AutogradNode *node, Tensor *grad_y) {
     int64_t B, C, S;
     channel_layout(x, &B, &C, &S);
     NormGrads grads = norm_grads(node);
-    DISPATCH_FLOAT(x, cpu_group_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
-                   tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
-                   data_or_null(grads.dweight), data_or_null(grads.dbias), B, C, S, node->ints[0]);
+    if (tensor_is_cuda(x)) {
+        size_t bytes = group_norm_backward_workspace_bytes(B, C, S, node->ints[0]);
+        void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+        group_norm_backward_launch(tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]), tensor_data(node->saved[2]),
+                                   data_or_null(weight), data_or_null(grads.dx), data_or_null(grads.dweight),
+                                   data_or_null(grads.dbias), workspace, B, C, S, node->ints[0], device_stream());
+        GPU_CHECK_LAUNCH();
+        if (workspace) gpu_free(workspace);  // reuse is ordered on the same stream
+    } else {
+        DISPATCH_FLOAT(x, cpu_group_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
+                       tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
+                       data_or_null(grads.dweight), data_or_null(grads.dbias), B, C, S, node->ints[0]);
+    }
     norm_pass_grads(node, grads);
 }
 
 Tensor *op_group_norm(Tensor *x, int groups, Tensor *weight, Tensor *bias, double eps) {
     const char *op = "group_norm";
-    check_float_input(op, x);
+    check_float_input_any_device(op, x);
     char sx[96];
     tensor_shape_string(x, sx, sizeof sx);
     if (x->ndim < 2) tensor_fatal(op, "input %s must be [B, C, ...]", sx);
@@ -191,10 +201,20 @@ Tensor *op_group_norm(Tensor *x, int groups, Tensor *weight, Tensor *bias, doubl
     check_per_channel(op, "bias", bias, x, C);
     Tensor *xc = contiguous(x);
     Tensor *y = tensor_empty_like(x);
-    Tensor *mean = tensor_empty(x->dtype, SHAPE(B, groups)), *rstd = tensor_empty(x->dtype, SHAPE(B, groups));
+    Tensor *mean = tensor_empty_on(x->dtype, SHAPE(B, groups), x->storage->device);
+    Tensor *rstd = tensor_empty_on(x->dtype, SHAPE(B, groups), x->storage->device);
     Tensor *w = weight ? contiguous(weight) : NULL, *b = bias ? contiguous(bias) : NULL;
-    DISPATCH_FLOAT(x, cpu_group_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
-                   tensor_data(mean), tensor_data(rstd), B, C, S, groups, eps);
+    if (tensor_is_cuda(x)) {
+        size_t bytes = group_norm_forward_workspace_bytes(B, C, S, groups);
+        void *workspace = bytes ? gpu_alloc(bytes) : NULL;
+        group_norm_forward_launch(tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y), tensor_data(mean),
+                                  tensor_data(rstd), workspace, B, C, S, groups, eps, device_stream());
+        GPU_CHECK_LAUNCH();
+        if (workspace) gpu_free(workspace);
+    } else {
+        DISPATCH_FLOAT(x, cpu_group_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
+                       tensor_data(mean), tensor_data(rstd), B, C, S, groups, eps);
+    }
     Tensor *inputs[3] = {x, weight, bias};
     if (autograd_needed(3, inputs)) {
         AutogradNode *node = autograd_record(y, op, group_norm_backward, 3, inputs);

@@ -398,6 +398,45 @@ TEST(transformer_block_trains_on_device_like_cpu) {
     tensor_scope_end(scope);
 }
 
+// Group norm, dropout (the same Philox mask as the CPU for the same stream) and the composed
+// losses (MSE, L1, KL, entropy, soft cross-entropy) on the device against the CPU.
+static Tensor *misc_loss(Tensor **t, Rng *rng) {
+    Tensor *h = op_group_norm(t[0], 3, t[1], t[2], 1e-5);           // [2, 6, 5]
+    h = op_dropout(h, 0.3, true, rng);
+    Tensor *logits = op_reshape(h, SHAPE(4, 15));
+    Tensor *targets = op_softmax(op_mul_scalar(logits, 0.5), 1);
+    Tensor *parts[5] = {op_mse_loss(logits, op_mul_scalar(targets, 2.0), REDUCTION_MEAN),
+                        op_l1_loss(logits, targets, REDUCTION_SUM),
+                        op_kl_div(op_log_softmax(logits, 1), targets, REDUCTION_BATCHMEAN, false),
+                        op_entropy(logits, REDUCTION_MEAN), op_cross_entropy_soft(logits, targets, REDUCTION_MEAN)};
+    Tensor *total = parts[0];
+    for (int i = 1; i < 5; i++) total = op_add(total, parts[i]);
+    return total;
+}
+
+TEST(norms_dropout_losses_on_device_match_cpu) {
+    TensorScope scope = tensor_scope_begin();
+    Rng rng = rng_make(19, 0);
+    Shape shapes[3] = {SHAPE(2, 6, 5), SHAPE(6), SHAPE(6)};
+    Tensor *cpu[3], *dev[3];
+    for (int i = 0; i < 3; i++) {
+        cpu[i] = tensor_requires_grad(tensor_empty(DTYPE_F32, shapes[i]));
+        rng_fill_normal_f32(&rng, tensor_f32(cpu[i]), tensor_numel(cpu[i]), 0.0f, 1.0f);
+        dev[i] = tensor_requires_grad(tensor_to_device_raw(cpu[i], CUDA0));
+    }
+    Rng drop_cpu = rng_make(5, 6), drop_dev = rng_make(5, 6);
+    Tensor *loss_cpu = misc_loss(cpu, &drop_cpu), *loss_dev = misc_loss(dev, &drop_dev);
+    CHECK(drop_cpu.offset == drop_dev.offset);
+    CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-5);
+    tensor_backward(loss_cpu, NULL);
+    tensor_backward(loss_dev, NULL);
+    for (int i = 0; i < 3; i++) {
+        Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
+        for (int64_t j = 0; j < tensor_numel(g); j++) CHECK_CLOSE(tensor_f32(g)[j], tensor_f32(cpu[i]->grad)[j], 1e-5, 1e-4);
+    }
+    tensor_scope_end(scope);
+}
+
 int main(void) {
     RUN_TEST(device_tensors_hold_values);
     RUN_TEST(default_device_creation);
@@ -408,6 +447,7 @@ int main(void) {
     RUN_TEST(cnn_step_on_device_matches_cpu);
     RUN_TEST(attention_on_device_matches_cpu);
     RUN_TEST(indexing_on_device_matches_cpu);
+    RUN_TEST(norms_dropout_losses_on_device_match_cpu);
     RUN_TEST(cnn_trains_on_device_like_cpu);
     RUN_TEST(transformer_block_trains_on_device_like_cpu);
     return test_summary();
