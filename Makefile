@@ -72,7 +72,7 @@ KERNEL_CUDA_OBJ := $(KERNEL_CU:kernels/%.cu=$(BUILD)/kernels-cuda/%.o)
 # The device runtime (engine/gpu): which implementation each program links (GPU_*_OBJ).
 include engine/gpu/gpu.mk
 
-all: $(LIB) $(TAILOR) $(CUEMU_LIB) $(KBENCH) $(CUDA_ALL)
+all: $(LIB) $(TAILOR) $(BUILD)/tailor-emu $(CUEMU_LIB) $(KBENCH) $(CUDA_ALL)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -118,6 +118,11 @@ $(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(GPU_
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(GPU_NONE_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
+# tailor on the emulated CUDA device: `--device cuda` runs every kernel on the emulator (slowly),
+# so the whole device path of a command can be tested end to end without a GPU.
+$(BUILD)/tailor-emu: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_EMULATED_OBJ) $(LIB) $(CUEMU_LIB)
+	$(CC) -o $@ $^ $(LDLIBS)
+
 # The CUDA programs (built when nvcc is found; CI compiles and links them, nothing here runs them):
 # the same tools over cudart, cuBLAS and cuDNN with the kernels compiled by nvcc.
 $(BUILD)/tailor-cuda: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_CUDART_OBJ) $(LIB) $(KERNEL_CUDA_OBJ)
@@ -130,7 +135,7 @@ $(BUILD)/kbench-cuda: $(BUILD)/kernels/bench/kbench.o $(GPU_CUDART_OBJ) $(LIB) $
 $(KBENCH): $(BUILD)/kernels/bench/kbench.o $(GPU_EMULATED_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-test: $(TEST_BIN) $(TAILOR)
+test: $(TEST_BIN) $(TAILOR) $(BUILD)/tailor-emu
 	@BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
 
 bench: $(BENCH_BIN) $(KBENCH)

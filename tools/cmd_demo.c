@@ -43,11 +43,12 @@ static void evaluate(DemoModel *model, const ToyTask *task, double *loss, double
         TensorScope scope = tensor_scope_begin();
         Tensor *x, *y;
         toy_task_batch(task, order, start, count, &x, &y);
+        x = op_to_device(x, model->params->values->device);
         Tensor *logits = demo_forward(model, x, false);
         CrossEntropyOptions sum = cross_entropy_defaults();
         sum.reduction = REDUCTION_SUM;
         total_loss += tensor_item(op_cross_entropy(logits, y, sum));
-        Tensor *predicted = op_argmax(logits, 1, false);
+        Tensor *predicted = op_to_device(op_argmax(logits, 1, false), device_cpu());
         for (int64_t i = 0; i < count; i++) correct += tensor_i64(predicted)[i] == tensor_i64(y)[i];
         tensor_scope_end(scope);
     }
@@ -148,7 +149,7 @@ int command_demo(int argc, char **argv) {
         snprintf(default_schedule, sizeof default_schedule, "cosine:warmup=%lld", (long long)(steps / 10 < 20 ? steps / 10 : 20));
         schedule_text = default_schedule;
     }
-    apply_device_and_threads("demo", device, threads);
+    Device run_device = apply_device_and_threads("demo", device, threads);
     char error[1024];
     Schedule schedule;
     if (schedule_parse(schedule_text, steps, &schedule, error, sizeof error) != 0) {
@@ -184,6 +185,10 @@ int command_demo(int argc, char **argv) {
         return 2;
     }
     optimizer_add_group(optimizer, params->group_start[PARAM_GROUP_NO_DECAY], params->group_count[PARAM_GROUP_NO_DECAY], 1.0, 0.0);
+    if (run_device.kind == DEVICE_CUDA) {  // data stays on the host; batches are copied over
+        params_to_device(params, run_device);
+        optimizer_move_to_device(optimizer);
+    }
 
     // The settings that fix the data, the model and its parameter layout; a resume must match them.
     TrainState state = {0};
@@ -243,6 +248,7 @@ int command_demo(int argc, char **argv) {
         TensorScope scope = tensor_scope_begin();
         Tensor *x, *y;
         toy_task_batch(&train, order, state.epoch_position, batch_size, &x, &y);
+        x = op_to_device(x, run_device);
         params_zero_grad(params);
         Tensor *loss = op_cross_entropy(demo_forward(&model, x, true), y, cross_entropy_defaults());
         double loss_value = tensor_item(loss);

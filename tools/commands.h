@@ -2,7 +2,10 @@
 #pragma once
 #include <stdint.h>
 
+#include "engine/tensor.h"
+
 int command_demo(int argc, char **argv);
 
-// --device auto|cpu|cuda[:N] and --threads; exits with one line when the device cannot be used.
-void apply_device_and_threads(const char *command, const char *device, int64_t threads);
+// --device auto|cpu|cuda[:N] and --threads: the device to train on; exits with one line when the
+// device cannot be used.
+Device apply_device_and_threads(const char *command, const char *device, int64_t threads);
