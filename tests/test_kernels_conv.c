@@ -34,6 +34,7 @@
 #include "kernels/index.h"
 #include "kernels/pool.h"
 #include "tests/check.h"
+#include "tests/kernel_test_support.h"
 
 TEST_MAIN_COUNTERS;
 
@@ -43,52 +44,6 @@ TEST_MAIN_COUNTERS;
 // Thread orders, the list of kernels checked, random numbers, buffers.
 // ------------------------------------------------------------------------------------------------
 
-static const char *const orders[] = {"forward", "reverse", "random:20240611"};
-enum { ORDER_COUNT = sizeof orders / sizeof orders[0] };
-
-// Runs run(context, order) once under each emulator thread order, then restores the default.
-typedef void (*OrderedRun)(void *context, int order);
-static void in_every_order(OrderedRun run, void *context) {
-    for (int o = 0; o < ORDER_COUNT; o++) {
-        CHECK(cuemu_set_thread_order_string(orders[o]) == 0);
-        run(context, o);
-    }
-    cuemu_set_thread_order(CUEMU_ORDER_FORWARD, 0);
-}
-
-// Names of the kernels (launchers) whose results were checked, for the report line.
-static const char *checked_kernels[64];
-static int checked_count;
-static void kernel_checked(const char *name) {
-    for (int i = 0; i < checked_count; i++)
-        if (strcmp(checked_kernels[i], name) == 0) return;
-    if (checked_count < 64) checked_kernels[checked_count++] = name;
-}
-
-static uint64_t rng_state = 0x243F6A8885A308D3ull;
-static uint64_t next_random(void) {  // xorshift64*
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-static float random_uniform(float low, float high) {  // in [low, high)
-    return low + (high - low) * (float)((next_random() >> 40) * (1.0 / (1ull << 24)));
-}
-static int64_t random_int(int64_t low, int64_t high) {  // in [low, high]
-    return low + (int64_t)(next_random() % (uint64_t)(high - low + 1));
-}
-
-static float *host_floats(int64_t n) {  // NaN-filled
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = NAN;
-    return p;
-}
-static float *random_floats(int64_t n, float low, float high) {
-    float *p = host_floats(n);
-    for (int64_t i = 0; i < n; i++) p[i] = random_uniform(low, high);
-    return p;
-}
 static float *copy_floats(const float *src, int64_t n) {
     float *p = host_floats(n);
     if (n > 0) memcpy(p, src, (size_t)n * sizeof(float));
@@ -188,7 +143,7 @@ static void keep_or_compare(FirstResults *first, int slot, const char *what, int
     }
     const void *a = values, *b = first->values[slot];
     int same = n <= 0 || memcmp(a, b, (size_t)n * sizeof(float)) == 0;
-    CHECK_MSG(same, "%s [%s]: not the same bits as in order %s", what, orders[order], orders[0]);
+    CHECK_MSG(same, "%s [%s]: not the same bits as in order %s", what, KERNEL_TEST_ORDERS[order], KERNEL_TEST_ORDERS[0]);
 }
 static void first_results_free(FirstResults *first) {
     for (int i = 0; i < 8; i++) {
@@ -240,7 +195,7 @@ static void gemm_run(void *context, int order) {
     sgemm_set_tile_override(0);
     float *got = to_host(C, c->c_len);
     // Interior: sum_tolerances over K products (+ beta * C); padding and gaps: bitwise (sentinel).
-    check_elements(c->name, orders[order], got, c->want, c->tol, c->c_len);
+    check_elements(c->name, KERNEL_TEST_ORDERS[order], got, c->want, c->tol, c->c_len);
     keep_or_compare(&c->first, 0, c->name, order, got, c->c_len);
     free(got);
     gpu_free(A), gpu_free(B), gpu_free(C);
@@ -356,7 +311,7 @@ typedef struct {
 static void conv_run(void *context, int order) {
     ConvCase *c = context;
     const ConvGeometry *g = &c->g;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     conv2d_set_tile_override(c->tile);
     conv2d_set_split_override(c->splits);
     float *x = to_device(c->x, c->nx), *w = to_device(c->w, c->nw), *b = c->has_bias ? to_device(c->b, g->c_out) : NULL;
@@ -520,7 +475,7 @@ typedef struct {
 
 static void pool_run(void *context, int order) {
     PoolCase *c = context;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     float *x = to_device(c->x, c->nx), *dy = to_device(c->dy, c->ny), *y = device_floats(c->ny);
     float *dx = device_floats(c->nx);
     int32_t *index = NULL;
@@ -748,10 +703,10 @@ static void index_select_run(void *context, int order) {
     float *hy = to_host(y, ny), *hdx = to_host(dx, nx);
     char what[224];
     snprintf(what, sizeof what, "%s forward", c->name);
-    check_elements(what, orders[order], hy, c->y, NULL, ny);  // a copy
+    check_elements(what, KERNEL_TEST_ORDERS[order], hy, c->y, NULL, ny);  // a copy
     keep_or_compare(&c->first, 0, what, order, hy, ny);
     snprintf(what, sizeof what, "%s backward", c->name);
-    check_elements(what, orders[order], hdx, c->dx, NULL, nx);  // rows added in index order, as the CPU
+    check_elements(what, KERNEL_TEST_ORDERS[order], hdx, c->dx, NULL, nx);  // rows added in index order, as the CPU
     keep_or_compare(&c->first, 1, what, order, hdx, nx);
     free(hy), free(hdx);
     gpu_free(x), gpu_free(dy), gpu_free(y), gpu_free(dx), gpu_free(index);
@@ -823,14 +778,14 @@ TEST(out_of_range_indices_give_nan_and_no_gradient) {
     for (int i = 0; i < 12; i++) want_dw[i] = 0.0f;
     for (int i = 0; i < 3; i++) want_dw[1 * 3 + i] = dy[0 * 3 + i], want_dw[0 * 3 + i] = dy[3 * 3 + i];
     for (int order = 0; order < ORDER_COUNT; order++) {
-        CHECK(cuemu_set_thread_order_string(orders[order]) == 0);
+        CHECK(cuemu_set_thread_order_string(KERNEL_TEST_ORDERS[order]) == 0);
         float *w = to_device(weight, 12), *g = to_device(dy, 12), *y = device_floats(12), *dw = device_floats(12);
         void *idx = index_to_device(index, count, 1);
         embedding_forward_launch(w, idx, 1, y, rows, dim, count, stream());
         embedding_backward_launch(g, idx, 1, dw, rows, dim, count, stream());
         float *hy = to_host(y, 12), *hdw = to_host(dw, 12);
-        check_elements("embedding_forward (out-of-range indices)", orders[order], hy, want_y, NULL, 12);
-        check_elements("embedding_backward (out-of-range indices)", orders[order], hdw, want_dw, NULL, 12);
+        check_elements("embedding_forward (out-of-range indices)", KERNEL_TEST_ORDERS[order], hy, want_y, NULL, 12);
+        check_elements("embedding_backward (out-of-range indices)", KERNEL_TEST_ORDERS[order], hdw, want_dw, NULL, 12);
         // gather along dim 1 of [4, 3] with one index per row: 2, 3 (too large), -4 (too small), -1
         const int64_t x_shape[2] = {4, 3}, index_shape[2] = {4, 1}, gather_index[4] = {2, 3, -4, -1};
         const float want_gather[4] = {2.0f, NAN, NAN, 11.0f};
@@ -840,8 +795,8 @@ TEST(out_of_range_indices_give_nan_and_no_gradient) {
         gather_forward_launch(w, x_shape, 2, 1, gidx, 1, index_shape, gy, stream());
         gather_backward_launch(g, x_shape, 2, 1, gidx, 1, index_shape, gx, stream());
         float *hgy = to_host(gy, 4), *hgx = to_host(gx, 12);
-        check_elements("gather_forward (out-of-range indices)", orders[order], hgy, want_gather, NULL, 4);
-        check_elements("gather_backward (out-of-range indices)", orders[order], hgx, want_gx, NULL, 12);
+        check_elements("gather_forward (out-of-range indices)", KERNEL_TEST_ORDERS[order], hgy, want_gather, NULL, 4);
+        check_elements("gather_backward (out-of-range indices)", KERNEL_TEST_ORDERS[order], hgx, want_gx, NULL, 12);
         free(hy), free(hdw), free(hgy), free(hgx);
         gpu_free(w), gpu_free(g), gpu_free(y), gpu_free(dw), gpu_free(idx), gpu_free(gy), gpu_free(gx), gpu_free(gidx);
     }
@@ -867,10 +822,10 @@ static void gather_run(void *context, int order) {
     float *hy = to_host(y, c->ni), *hdx = to_host(dx, c->nx);
     char what[224];
     snprintf(what, sizeof what, "gather_forward %s", c->name);
-    check_elements(what, orders[order], hy, c->y, NULL, c->ni);  // a copy
+    check_elements(what, KERNEL_TEST_ORDERS[order], hy, c->y, NULL, c->ni);  // a copy
     keep_or_compare(&c->first, 0, what, order, hy, c->ni);
     snprintf(what, sizeof what, "gather_backward %s", c->name);
-    check_elements(what, orders[order], hdx, c->dx, NULL, c->nx);  // scatter-add in index order, as the CPU
+    check_elements(what, KERNEL_TEST_ORDERS[order], hdx, c->dx, NULL, c->nx);  // scatter-add in index order, as the CPU
     keep_or_compare(&c->first, 1, what, order, hdx, c->nx);
     free(hy), free(hdx);
     gpu_free(x), gpu_free(dy), gpu_free(y), gpu_free(dx), gpu_free(index);
@@ -946,7 +901,7 @@ static void concat_run(void *context, int order) {
         split_copy_launch(g, dy, c->outer, piece, c->inner, c->total, offset, sizeof(float), stream());
         float *hg = to_host(g, n_piece);
         snprintf(what, sizeof what, "split_copy (concat backward) %s piece %d", c->name, i);
-        check_elements(what, orders[order], hg, c->grads[i], NULL, n_piece);  // a copy
+        check_elements(what, KERNEL_TEST_ORDERS[order], hg, c->grads[i], NULL, n_piece);  // a copy
         keep_or_compare(&c->first, 1 + i, what, order, hg, n_piece);
         free(hg);
         gpu_free(p), gpu_free(g);
@@ -954,7 +909,7 @@ static void concat_run(void *context, int order) {
     }
     float *hout = to_host(out, n_out);
     snprintf(what, sizeof what, "concat_copy %s", c->name);
-    check_elements(what, orders[order], hout, c->want, NULL, n_out);  // a copy
+    check_elements(what, KERNEL_TEST_ORDERS[order], hout, c->want, NULL, n_out);  // a copy
     keep_or_compare(&c->first, 0, what, order, hout, n_out);
     free(hout);
     gpu_free(out), gpu_free(dy);
@@ -1031,6 +986,7 @@ TEST(concat_copy_other_element_sizes) {
 }
 
 int main(void) {
+    kernel_test_seed(0x243F6A8885A308D3ull);
     test_stream = gpu_stream_create();
     RUN_TEST(gemm_matches_cpu);
     RUN_TEST(conv2d_matches_cpu);
@@ -1042,8 +998,6 @@ int main(void) {
     RUN_TEST(concat_and_split_match_cpu);
     RUN_TEST(concat_copy_other_element_sizes);
     gpu_stream_destroy(test_stream);
-    printf("report: kernels checked: ");
-    for (int i = 0; i < checked_count; i++) printf("%s%s", i ? ", " : "", checked_kernels[i]);
-    printf(" (orders: forward, reverse, random)\n");
+    print_kernels_checked();
     return test_summary();
 }

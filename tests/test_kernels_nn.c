@@ -34,6 +34,7 @@
 #include "kernels/norm.h"
 #include "kernels/optim.h"
 #include "tests/check.h"
+#include "tests/kernel_test_support.h"
 
 TEST_MAIN_COUNTERS;
 
@@ -41,52 +42,6 @@ TEST_MAIN_COUNTERS;
 // Thread orders, the list of kernels checked, device buffers.
 // ------------------------------------------------------------------------------------------------
 
-static const char *const orders[] = {"forward", "reverse", "random:20240607"};
-enum { ORDER_COUNT = sizeof orders / sizeof orders[0] };
-
-// Runs run(context, order) once under each emulator thread order, then restores the default.
-typedef void (*OrderedRun)(void *context, int order);
-static void in_every_order(OrderedRun run, void *context) {
-    for (int o = 0; o < ORDER_COUNT; o++) {
-        CHECK(cuemu_set_thread_order_string(orders[o]) == 0);
-        run(context, o);
-    }
-    cuemu_set_thread_order(CUEMU_ORDER_FORWARD, 0);
-}
-
-// Names of the kernels (launchers) whose results were checked, for the report line.
-static const char *checked_kernels[64];
-static int checked_count;
-static void kernel_checked(const char *name) {
-    for (int i = 0; i < checked_count; i++)
-        if (strcmp(checked_kernels[i], name) == 0) return;
-    if (checked_count < 64) checked_kernels[checked_count++] = name;
-}
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t next_random(void) {  // xorshift64*
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-static float random_uniform(float low, float high) {  // in [low, high)
-    return low + (high - low) * (float)((next_random() >> 40) * (1.0 / (1ull << 24)));
-}
-static int64_t random_int(int64_t low, int64_t high) {  // in [low, high]
-    return low + (int64_t)(next_random() % (uint64_t)(high - low + 1));
-}
-
-static float *host_floats(int64_t n) {
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = NAN;
-    return p;
-}
-static float *random_floats(int64_t n, float low, float high) {
-    float *p = host_floats(n);
-    for (int64_t i = 0; i < n; i++) p[i] = random_uniform(low, high);
-    return p;
-}
 static float *copy_floats(const float *src, int64_t n) {
     float *p = host_floats(n);
     if (n > 0) memcpy(p, src, (size_t)n * sizeof(float));
@@ -209,8 +164,8 @@ static void keep_or_compare(FirstResults *first, int slot, const char *what, int
         first->counts[slot] = n;
     } else {
         char label[96];
-        snprintf(label, sizeof label, "%s (same bits as order %s)", what, orders[0]);
-        check_bits(label, orders[order], values, first->values[slot], (size_t)n * sizeof(float));
+        snprintf(label, sizeof label, "%s (same bits as order %s)", what, KERNEL_TEST_ORDERS[0]);
+        check_bits(label, KERNEL_TEST_ORDERS[order], values, first->values[slot], (size_t)n * sizeof(float));
     }
 }
 static void first_results_free(FirstResults *first) {
@@ -248,7 +203,7 @@ static int64_t layer_norm_stat_of(const void *shape, int64_t i) { return i / ((c
 
 static void layer_norm_run(void *context, int order) {
     LayerNormCase *c = context;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     int64_t N = c->N, D = c->D, n = N * D;
     float *x = to_device(c->x, n), *dy = to_device(c->dy, n);
     float *w = c->has_weight ? to_device(c->w, D) : NULL, *b = c->has_bias ? to_device(c->b, D) : NULL;
@@ -354,7 +309,7 @@ static const char *channel_norm_name(ChannelNormKind kind) {
 
 static void channel_norm_run(void *context, int order) {
     ChannelNormCase *c = context;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     int64_t B = c->B, C = c->C, S = c->S, G = c->G, n = B * C * S;
     int64_t stats = c->kind == NORM_GROUP ? B * G : C;
     float *x = to_device(c->x, n), *dy = to_device(c->dy, n);
@@ -538,7 +493,7 @@ static Shape mask_shape(MaskKind kind, const AttentionCase *c) {
 
 static void attention_run(void *context, int order) {
     AttentionCase *c = context;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     int64_t BH = c->BH, Tq = c->Tq, Tk = c->Tk, D = c->D, Dv = c->Dv;
     int64_t nq = BH * Tq * D, nk = BH * Tk * D, nv = BH * Tk * Dv, no = BH * Tq * Dv;
     float *q = to_device(c->q, nq), *k = to_device(c->k, nk), *v = to_device(c->v, nv), *dout = to_device(c->dout, no);
@@ -752,7 +707,7 @@ static void device_optimizer_step(const Optimizer *opt, float *params, const flo
 
 static void optimizer_run(void *context, int order) {
     const OptimizerCase *c = context;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     const int64_t n = c->n;
     Optimizer *opt = optimizer_for(c);
     float *params = random_floats(n, -1.0f, 1.0f);
@@ -823,7 +778,7 @@ static void ema_run(void *context, int order) {
     ema_update(ema, params, c->n, c->decay);
     ema_update_launch(d_ema, d_params, c->n, c->decay, NULL);
     float *h = to_host(d_ema, c->n);
-    check_bits("ema", orders[order], h, ema, (size_t)c->n * sizeof(float));  // same f32 operations
+    check_bits("ema", KERNEL_TEST_ORDERS[order], h, ema, (size_t)c->n * sizeof(float));  // same f32 operations
     free(h), free(ema), free(params);
     gpu_free(d_ema), gpu_free(d_params);
 }
@@ -843,7 +798,7 @@ typedef struct {
 
 static void clip_run(void *context, int order) {
     const ClipCase *c = context;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     float *grads = random_floats(c->n, -1.0f, 1.0f);
     if (c->with_inf) grads[c->n / 2] = INFINITY;
     float *d_grads = to_device(grads, c->n);
@@ -902,7 +857,7 @@ typedef struct {
 
 static void dropout_run(void *context, int order) {
     const DropoutCase *c = context;
-    const char *o = orders[order];
+    const char *o = KERNEL_TEST_ORDERS[order];
     const int64_t n = c->n, shift = c->misaligned ? 1 : 0;
     float *x = random_floats(n, -2.0f, 2.0f), *dy = random_floats(n, -1.0f, 1.0f);
     // CPU: the Bernoulli fill the op draws, the op's forward and its autograd backward.
@@ -979,7 +934,7 @@ static void grad_reverse_run(void *context, int order) {
     float *d_dy = to_device(dy, c->n), *d_dx = device_floats(c->n);
     grad_reverse_backward_launch(d_dy, d_dx, c->n, c->lambda, NULL);
     float *got = to_host(d_dx, c->n);
-    check_bits("grad_reverse backward", orders[order], got, want, (size_t)c->n * sizeof(float));  // one f32 product
+    check_bits("grad_reverse backward", KERNEL_TEST_ORDERS[order], got, want, (size_t)c->n * sizeof(float));  // one f32 product
     free(x), free(dy), free(want), free(got);
     gpu_free(d_dy), gpu_free(d_dx);
 }
@@ -993,6 +948,7 @@ TEST(grad_reverse_matches_cpu_bitwise) {
 // ------------------------------------------------------------------------------------------------
 
 int main(void) {
+    kernel_test_seed(0x9E3779B97F4A7C15ull);
     RUN_TEST(layer_norm_matches_cpu);
     RUN_TEST(group_norm_matches_cpu);
     RUN_TEST(batch_norm_matches_cpu);
@@ -1002,8 +958,6 @@ int main(void) {
     RUN_TEST(grad_clipping_matches_cpu);
     RUN_TEST(dropout_matches_cpu_bitwise);
     RUN_TEST(grad_reverse_matches_cpu_bitwise);
-    printf("report: kernels checked: ");
-    for (int i = 0; i < checked_count; i++) printf("%s%s", i ? ", " : "", checked_kernels[i]);
-    printf(" (orders: forward, reverse, random)\n");
+    print_kernels_checked();
     return test_summary();
 }
