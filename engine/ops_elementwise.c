@@ -5,6 +5,7 @@
 #include "engine/cpu/elementwise.h"
 #include "engine/ops_internal.h"
 #include "kernels/elementwise.h"
+#include "kernels/where.h"
 
 // ---------------------------------------------------------------- unary
 
@@ -166,7 +167,8 @@ Tensor *op_div(Tensor *a, Tensor *b) { return binary(BINARY_DIV, "div", a, b); }
 
 static void where_backward(AutogradNode *node, Tensor *g) {
     Tensor *condition = node->inputs[0];
-    Tensor *zero = tensor_zeros(g->dtype, SHAPE());
+    Tensor *zero = tensor_empty_on(g->dtype, SHAPE(), g->storage->device);
+    tensor_fill_raw(zero, 0.0);
     if (autograd_input_needs_grad(node, 1))
         autograd_pass_grad(node, 1, op_sum_to_shape(op_where(condition, g, zero), tensor_shape(node->inputs[1])));
     if (autograd_input_needs_grad(node, 2))
@@ -174,10 +176,28 @@ static void where_backward(AutogradNode *node, Tensor *g) {
 }
 
 Tensor *op_where(Tensor *condition, Tensor *a, Tensor *b) {
-    check_float_input("where", a);
-    check_float_input("where", b);
+    check_float_input_any_device("where", a);
+    check_float_input_any_device("where", b);
     check_same_dtype("where", a, b);
+    check_same_device("where", a, b);
     Shape shape = broadcast_shapes("where", broadcast_shapes("where", tensor_shape(condition), tensor_shape(a)), tensor_shape(b));
+    if (tensor_is_cuda(a)) {
+        if (condition->dtype != DTYPE_U8) tensor_fatal("where", "on the CUDA device the condition must be a u8 mask, got %s", dtype_name(condition->dtype));
+        Tensor *c = op_to_device(condition, a->storage->device);
+        Tensor *out = tensor_empty_on(a->dtype, shape, a->storage->device);
+        KernelWhereLayout layout = {.ndim = shape.ndim ? shape.ndim : 1, .shape = {1}};
+        for (int d = 0; d < shape.ndim; d++) layout.shape[d] = shape.dims[d];
+        Shape layout_shape = {.ndim = layout.ndim};
+        for (int d = 0; d < layout.ndim; d++) layout_shape.dims[d] = layout.shape[d];
+        broadcast_strides(c, layout_shape, layout.stride_condition);
+        broadcast_strides(a, layout_shape, layout.stride_a);
+        broadcast_strides(b, layout_shape, layout.stride_b);
+        where_f32_launch(tensor_data(c), tensor_data(a), tensor_data(b), tensor_data(out), layout, device_stream());
+        GPU_CHECK_LAUNCH();
+        Tensor *inputs[3] = {condition, a, b};
+        if (autograd_needed(3, inputs)) autograd_record(out, "where", where_backward, 3, inputs);
+        return out;
+    }
     // Materialise the broadcast operands (where is not a hot op) and select elementwise.
     bool previous = autograd_set_enabled(false);
     Tensor *c = contiguous(op_expand(condition, shape));
@@ -199,7 +219,9 @@ Tensor *op_where(Tensor *condition, Tensor *a, Tensor *b) {
 }
 
 Tensor *op_masked_fill(Tensor *x, Tensor *mask, double value) {
-    return op_where(mask, tensor_full(x->dtype, SHAPE(), value), x);
+    Tensor *fill = tensor_empty_on(x->dtype, SHAPE(), x->storage->device);
+    tensor_fill_raw(fill, value);
+    return op_where(mask, fill, x);
 }
 
 // ---------------------------------------------------------------- raw accumulation
