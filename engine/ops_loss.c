@@ -192,10 +192,33 @@ static void bce_backward(AutogradNode *node, Tensor *g) {
     if (w && autograd_input_needs_grad(node, 2)) autograd_pass_grad(node, 2, op_sum_to_shape(op_mul(g, node->saved[0]), tensor_shape(w)));
 }
 
+// On the device: the same stable formula from device ops (log(1 + e) in place of log1p(e) differs
+// by less than 1e-7 absolute where e is tiny), with grad mode off; the node's backward is bce_backward.
+static Tensor *bce_with_logits_device(Tensor *logits, Tensor *target, Tensor *weight, Reduction reduction) {
+    bool previous = autograd_set_enabled(false);
+    Tensor *softplus_negative_abs = op_log(op_add_scalar(op_exp(op_neg(op_abs(logits))), 1.0));
+    Tensor *unweighted = op_add(op_sub(op_relu(logits), op_mul(logits, target)), softplus_negative_abs);
+    Tensor *loss = weight ? op_mul(unweighted, weight) : op_clone(unweighted);
+    autograd_set_enabled(previous);
+    if (!tensor_same_shape(loss, logits)) tensor_fatal("bce_with_logits", "weight must broadcast to the logits' shape");
+    Tensor *inputs[3] = {logits, target, weight};
+    int n_inputs = weight ? 3 : 2;
+    if (autograd_needed(n_inputs, inputs)) {
+        AutogradNode *node = autograd_record(loss, "bce_with_logits", bce_backward, n_inputs, inputs);
+        if (weight && weight->requires_grad) autograd_save(node, 0, unweighted);
+    }
+    return reduce_loss(loss, reduction, logits->ndim ? logits->shape[0] : 1);
+}
+
 Tensor *op_bce_with_logits(Tensor *logits, Tensor *target, Tensor *weight, Reduction reduction) {
-    check_float_input("bce_with_logits", logits);
-    check_float_input("bce_with_logits", target);
+    check_float_input_any_device("bce_with_logits", logits);
+    check_float_input_any_device("bce_with_logits", target);
+    check_same_device("bce_with_logits", logits, target);
     if (!tensor_same_shape(logits, target)) tensor_fatal("bce_with_logits", "target and logits shapes differ");
+    if (tensor_is_cuda(logits)) {
+        if (weight) check_same_device("bce_with_logits", logits, weight);
+        return bce_with_logits_device(logits, target, weight, reduction);
+    }
     Tensor *x = contiguous(logits), *t = contiguous(target), *w = NULL;
     if (weight) {  // materialise the broadcast weight once
         check_float_input("bce_with_logits", weight);
