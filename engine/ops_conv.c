@@ -40,9 +40,14 @@ static void conv2d_backward(AutogradNode *node, Tensor *grad_y) {
     Tensor *db = node->n_inputs > 2 && autograd_input_needs_grad(node, 2)
                      ? tensor_empty_on(x->dtype, SHAPE(g.c_out), x->storage->device)
                      : NULL;
-    if (tensor_is_cuda(x)) {
-        // The implicit-GEMM kernels (kernels/conv.cu); filter and bias gradients reduce their split
-        // partials in a fixed order, so results are deterministic.
+    if (tensor_is_cuda(x) && gpu_use_vendor_libraries()) {  // cuDNN on a GPU
+        GpuStream *stream = gpu_stream_default();
+        if (dx) gpu_conv2d_backward_data(stream, &g, tensor_data(w), tensor_data(gc), tensor_data(dx));
+        if (dw) gpu_conv2d_backward_filter(stream, &g, tensor_data(x), tensor_data(gc), tensor_data(dw));
+        if (db) gpu_conv2d_backward_bias(stream, &g, tensor_data(gc), tensor_data(db));
+    } else if (tensor_is_cuda(x)) {
+        // The implicit-GEMM kernels (kernels/conv.cu): the fallback, and the emulated path. Filter
+        // and bias gradients reduce their split partials in a fixed order (deterministic).
         if (dx) conv2d_backward_data_launch(&g, tensor_data(w), tensor_data(gc), tensor_data(dx), device_stream());
         if (dw) {
             size_t bytes = conv2d_backward_filter_workspace_bytes(&g);
@@ -109,7 +114,9 @@ Tensor *op_conv2d(Tensor *x, Tensor *weight, Tensor *bias, Conv2dParams p) {
     conv_geometry_finish(&g);
     Tensor *xc = contiguous(x), *wc = contiguous(weight), *bc = bias ? contiguous(bias) : NULL;
     Tensor *y = tensor_empty_on(x->dtype, SHAPE(g.batch, g.c_out, g.out_h, g.out_w), x->storage->device);
-    if (tensor_is_cuda(x)) {
+    if (tensor_is_cuda(x) && gpu_use_vendor_libraries()) {  // cuDNN on a GPU
+        gpu_conv2d_forward(gpu_stream_default(), &g, tensor_data(xc), tensor_data(wc), bc ? tensor_data(bc) : NULL, tensor_data(y));
+    } else if (tensor_is_cuda(x)) {  // the implicit-GEMM kernel: the fallback, and the emulated path
         conv2d_forward_launch(&g, tensor_data(xc), tensor_data(wc), bc ? tensor_data(bc) : NULL, tensor_data(y), device_stream());
         GPU_CHECK_LAUNCH();
     } else {

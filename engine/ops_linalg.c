@@ -2,6 +2,7 @@
 // Transposed views (as backward produces) are handed to the GEMM as transpose flags, not copied.
 #include "engine/cpu/gemm.h"
 #include "engine/gpu/gpu.h"
+#include "kernels/gemm.h"
 #include "engine/ops_internal.h"
 
 // How a [batch, rows, cols] (or [rows, cols]) tensor is passed to the GEMM.
@@ -51,11 +52,16 @@ static Tensor *matmul_core(Tensor *a, Tensor *b) {
     Tensor *out = tensor_empty_on(a->dtype, n == 3 ? SHAPE(batch, M, N) : SHAPE(M, N), a->storage->device);
     if (M * N > 0) {
         MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
-        if (tensor_is_cuda(a))  // cuBLAS on a GPU; the handwritten-kernel or CPU twin in emulation
+        if (tensor_is_cuda(a) && gpu_use_vendor_libraries())  // cuBLAS on a GPU
             gpu_sgemm_strided_batched(gpu_stream_default(), ma.trans, mb.trans, M, N, K, 1.0f, tensor_f32(ma.t), ma.ld,
                                       ma.batch_stride, tensor_f32(mb.t), mb.ld, mb.batch_stride, 0.0f, tensor_f32(out), N,
                                       M * N, batch);
-        else if (a->dtype == DTYPE_F32)
+        else if (tensor_is_cuda(a)) {  // the handwritten tiled kernel: the fallback, and the emulated path
+            sgemm_strided_batched_launch(ma.trans, mb.trans, M, N, K, 1.0f, tensor_f32(ma.t), ma.ld, ma.batch_stride,
+                                         tensor_f32(mb.t), mb.ld, mb.batch_stride, 0.0f, tensor_f32(out), N, M * N, batch,
+                                         gpu_stream_handle(gpu_stream_default()));
+            GPU_CHECK_LAUNCH();
+        } else if (a->dtype == DTYPE_F32)
             sgemm_batched(ma.trans, mb.trans, M, N, K, 1.0f, tensor_f32(ma.t), ma.ld, ma.batch_stride, tensor_f32(mb.t),
                           mb.ld, mb.batch_stride, 0.0f, tensor_f32(out), N, M * N, batch);
         else

@@ -42,6 +42,11 @@ int gpu_select(int index, char *error, size_t error_size);
 int gpu_current_device(void);
 const char *gpu_device_name(void);   // e.g. "NVIDIA A100-SXM4-80GB", "emulated CUDA device (CPU)"
 const char *gpu_backend_name(void);  // "cuda", "emulated" or "none"
+// Whether ops should call cuBLAS / cuDNN (the gpu_sgemm / gpu_conv2d_* wrappers) rather than the
+// handwritten kernels: true on a real GPU unless TAILOR_GPU_LIBRARIES=0 asks for the fallback;
+// false on the emulated device, whose path is the handwritten kernels (the wrappers' emulated
+// twins compute on the CPU and are tested on their own).
+int gpu_use_vendor_libraries(void);
 
 // ---------------------------------------------------------------- memory
 // Device memory comes from a caching allocator (one per device): requests are rounded up to a size

@@ -178,6 +178,11 @@ const char *gpu_device_name(void) {
 
 const char *gpu_backend_name(void) { return "cuda"; }
 
+int gpu_use_vendor_libraries(void) {
+    const char *setting = getenv("TAILOR_GPU_LIBRARIES");
+    return !(setting && strcmp(setting, "0") == 0);
+}
+
 static cublasHandle_t cublas_handle(DeviceState *d) {
     if (!d->cublas) {
         CUBLAS_CHECK(cublasCreate(&d->cublas));

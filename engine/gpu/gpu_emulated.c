@@ -54,6 +54,7 @@ int gpu_select(int index, char *error, size_t error_size) {
 int gpu_current_device(void) { return 0; }
 const char *gpu_device_name(void) { return DEVICE_NAME; }
 const char *gpu_backend_name(void) { return "emulated"; }
+int gpu_use_vendor_libraries(void) { return 0; }
 
 // ---------------------------------------------------------------- memory
 

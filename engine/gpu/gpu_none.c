@@ -23,6 +23,7 @@ int gpu_select(int index, char *error, size_t error_size) {
 int gpu_current_device(void) { return -1; }
 const char *gpu_device_name(void) { return "none (CPU-only build)"; }
 const char *gpu_backend_name(void) { return "none"; }
+int gpu_use_vendor_libraries(void) { return 0; }
 
 // Nothing can have been allocated, so the bookkeeping calls are true as they are.
 void *gpu_alloc_at(size_t bytes, const char *file, int line) {
