@@ -7,6 +7,8 @@
 
 #include "engine/autograd.h"
 #include "engine/gpu/gpu.h"
+#include "engine/optim.h"
+#include "kernels/optim.h"
 #include "engine/safetensors.h"
 
 ParamStore *params_new(void) {
@@ -117,6 +119,18 @@ static void repoint(Tensor *t, Storage *storage) {
     storage->refcount++;
     storage_release(t->storage);
     t->storage = storage;
+}
+
+void params_ema_update(ParamStore *ema, const ParamStore *model, double decay) {
+    if (ema->numel != model->numel || ema->values->device.kind != model->values->device.kind)
+        tensor_fatal("params_ema_update", "the two stores differ (%lld and %lld parameters, or devices)", (long long)ema->numel,
+                     (long long)model->numel);
+    if (ema->values->device.kind == DEVICE_CUDA) {
+        ema_update_launch(params_values(ema), params_values(model), ema->numel, decay, gpu_stream_handle(gpu_stream_default()));
+        GPU_CHECK_LAUNCH();
+    } else {
+        ema_update(params_values(ema), params_values(model), ema->numel, decay);
+    }
 }
 
 void params_to_device(ParamStore *store, Device device) {

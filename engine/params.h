@@ -40,6 +40,9 @@ void params_zero_grad(ParamStore *store);
 // Moves the flat parameter and gradient buffers, and every buffer, to `device` (after finalize);
 // the Tensor pointers stay valid. params_values/params_grads are then device pointers.
 void params_to_device(ParamStore *store, Device device);
+// ema = decay * ema + (1 - decay) * model over the trainable parameters (two stores of the same
+// model, on the same device), as ema_update / the EMA kernel; e.g. the teacher of Mean Teacher.
+void params_ema_update(ParamStore *ema, const ParamStore *model, double decay);
 static inline float *params_values(const ParamStore *store) { return (float *)store->values->data; }
 static inline float *params_grads(const ParamStore *store) { return (float *)store->grads->data; }
 Tensor *params_find(const ParamStore *store, const char *name);  // NULL if absent

@@ -28,7 +28,7 @@ void kernel_checked(const char *name) {
 }
 
 void print_kernels_checked(void) {
-    printf("report: kernels checked: ");
+    printf("report: %d kernels checked: ", checked_count);
     for (int i = 0; i < checked_count; i++) printf("%s%s", i ? ", " : "", checked_kernels[i]);
     printf(" (orders: forward, reverse, random)\n");
 }

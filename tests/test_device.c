@@ -455,6 +455,27 @@ TEST(norms_dropout_losses_on_device_match_cpu) {
     tensor_scope_end(scope);
 }
 
+TEST(ema_on_device_matches_cpu_bitwise) {
+    TensorScope scope = tensor_scope_begin();
+    Mlp model = mlp_create(3, 8, 1, 2, 1), teacher = mlp_create(3, 8, 1, 2, 2);
+    Mlp model_dev = mlp_create(3, 8, 1, 2, 1), teacher_dev = mlp_create(3, 8, 1, 2, 2);
+    params_to_device(model_dev.params, CUDA0);
+    params_to_device(teacher_dev.params, CUDA0);
+    for (int i = 0; i < 3; i++) {
+        params_ema_update(teacher.params, model.params, 0.99);
+        params_ema_update(teacher_dev.params, model_dev.params, 0.99);
+    }
+    float *moved = malloc((size_t)teacher.params->numel * sizeof(float));
+    gpu_copy_to_host(moved, params_values(teacher_dev.params), (size_t)teacher.params->numel * sizeof(float));
+    CHECK(memcmp(moved, params_values(teacher.params), (size_t)teacher.params->numel * sizeof(float)) == 0);
+    free(moved);
+    mlp_free(&model);
+    mlp_free(&teacher);
+    mlp_free(&model_dev);
+    mlp_free(&teacher_dev);
+    tensor_scope_end(scope);
+}
+
 int main(void) {
     RUN_TEST(device_tensors_hold_values);
     RUN_TEST(default_device_creation);
@@ -467,6 +488,7 @@ int main(void) {
     RUN_TEST(attention_on_device_matches_cpu);
     RUN_TEST(indexing_on_device_matches_cpu);
     RUN_TEST(norms_dropout_losses_on_device_match_cpu);
+    RUN_TEST(ema_on_device_matches_cpu_bitwise);
     RUN_TEST(cnn_trains_on_device_like_cpu);
     RUN_TEST(transformer_block_trains_on_device_like_cpu);
     return test_summary();

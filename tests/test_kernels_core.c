@@ -1230,7 +1230,7 @@ int main(void) {
     RUN_TEST(softmax_and_log_softmax_forward_backward);
     RUN_TEST(cross_entropy_fused);
     RUN_TEST(cross_entropy_invalid_target_gives_nan);
-    printf("report: kernels checked: ");
+    printf("report: %d kernel groups checked: ", checked_count);
     for (int i = 0; i < checked_count; i++) printf("%s%s", i ? ", " : "", checked_names[i]);
     printf(" (orders: forward, reverse, random)\n");
     return test_summary();
