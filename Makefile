@@ -135,7 +135,7 @@ $(BUILD)/kbench-cuda: $(BUILD)/kernels/bench/kbench.o $(GPU_CUDART_OBJ) $(LIB) $
 $(KBENCH): $(BUILD)/kernels/bench/kbench.o $(GPU_EMULATED_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-test: $(TEST_BIN) $(TAILOR) $(BUILD)/tailor-emu
+test: $(TEST_BIN) $(TAILOR) $(BUILD)/tailor-emu $(KBENCH)
 	@BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
 
 bench: $(BENCH_BIN) $(KBENCH)

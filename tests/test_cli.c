@@ -1,5 +1,6 @@
-// The tailor program end to end: the demo trains on the CPU and, through build/tailor-emu, on the
-// emulated CUDA device with the same result; bad flags end in one line and exit status 2.
+// The programs end to end: the demo trains on the CPU and, through build/tailor-emu, on the
+// emulated CUDA device with the same result; bad flags end in one line and exit status 2; kbench
+// validates every kernel.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,23 @@ TEST(device_flag_errors_are_one_line) {
     CHECK_MSG(strstr(output, "unknown flag '--stepz'") != NULL, "%s", output);
 }
 
+// kbench validates every kernel against the CPU op before timing it: on the emulated device the
+// validation is the point, so a failing kernel fails here too.
+TEST(kbench_validates_every_kernel) {
+    char command[1024], output[8192];
+    snprintf(command, sizeof command, "%s/kbench --runs 1", build_dir);
+    CHECK_MSG(run(command, output, sizeof output) == 0, "%s", output);
+    char path[256];
+    snprintf(path, sizeof path, "%s/stdout.txt", work_dir);
+    FILE *f = fopen(path, "r");
+    char text[16384] = "";
+    size_t used = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[used] = 0;
+    if (f) fclose(f);
+    CHECK_MSG(strstr(text, "0 kernel(s) failed validation") != NULL, "%s", text);
+    CHECK(strstr(text, "mean nothing") != NULL);  // emulated timings are labelled as such
+}
+
 int main(void) {
     const char *build = getenv("BUILD");
     if (build && *build) snprintf(build_dir, sizeof build_dir, "%s", build);
@@ -90,6 +108,7 @@ int main(void) {
     }
     RUN_TEST(demo_on_emulated_device_matches_cpu);
     RUN_TEST(device_flag_errors_are_one_line);
+    RUN_TEST(kbench_validates_every_kernel);
     char cleanup[128];
     snprintf(cleanup, sizeof cleanup, "rm -rf %s", work_dir);
     if (system(cleanup) != 0) printf("could not remove %s\n", work_dir);
