@@ -7,6 +7,7 @@
 #include "engine/cpu/reduce.h"
 #include "engine/ops_internal.h"
 #include "kernels/elementwise.h"
+#include "kernels/index.h"
 #include "kernels/reduce.h"
 #include "kernels/softmax.h"
 
@@ -152,20 +153,21 @@ Tensor *op_sum_to_shape(Tensor *x, Shape shape) {
 static void max_backward(AutogradNode *node, Tensor *g) {
     Tensor *x = node->inputs[0], *index = node->saved[0];
     if (tensor_is_cuda(x)) {
-        // No scatter kernel yet: route the gradient on host copies (max is rare in training) and
-        // move the result back.
-        Tensor *x_host = tensor_to_device_raw(x, device_cpu()), *g_host = tensor_to_device_raw(g, device_cpu());
-        Tensor *index_host = tensor_to_device_raw(index, device_cpu());
+        // The gradient goes to the position of each maximum: the scatter of gather's backward, with
+        // the saved index viewed with the reduced dim kept (size 1).
+        if (x->ndim == 0) {  // the maximum of a scalar is the scalar
+            autograd_pass_grad(node, 0, g);
+            return;
+        }
         int dim = (int)node->ints[0];
-        int64_t outer = 1, r = x->shape[dim], inner = 1;
-        for (int d = 0; d < dim; d++) outer *= x->shape[d];
-        for (int d = dim + 1; d < x->ndim; d++) inner *= x->shape[d];
-        Tensor *grad_host = tensor_zeros_like(x_host);
-        const int64_t *idx = tensor_i64(index_host);
-        for (int64_t o = 0; o < outer; o++)
-            for (int64_t i = 0; i < inner; i++)
-                tensor_f32(grad_host)[(o * r + idx[o * inner + i]) * inner + i] = tensor_f32(g_host)[o * inner + i];
-        autograd_pass_grad(node, 0, tensor_to_device_raw(grad_host, x->storage->device));
+        Shape keep = tensor_shape(x);
+        keep.dims[dim] = 1;
+        Tensor *index_keep = op_reshape(index, keep), *g_keep = contiguous(op_reshape(g, keep));
+        Tensor *grad = tensor_empty_like(x);
+        gather_backward_launch(tensor_data(g_keep), x->shape, x->ndim, dim, tensor_data(index_keep), 1, index_keep->shape,
+                               tensor_data(grad), device_stream());
+        GPU_CHECK_LAUNCH();
+        autograd_pass_grad(node, 0, grad);
         return;
     }
     int dim = (int)node->ints[0];
