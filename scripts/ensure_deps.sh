@@ -2,7 +2,7 @@
 # Makes sure the Debian packages Tailor builds with are installed: installs the missing ones when
 # run as root, otherwise prints the one apt-get line to run and fails.
 set -eu
-packages="gcc make libc6-dev zlib1g-dev"
+packages="gcc make libc6-dev zlib1g-dev libstb-dev"
 missing=""
 for package in $packages; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
