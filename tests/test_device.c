@@ -15,6 +15,28 @@ TEST_MAIN_COUNTERS;
 
 static const Device CUDA0 = {DEVICE_CUDA, 0};
 
+// Every element of a device result within atol + rtol * |expected| of the CPU's: one failure line
+// with the count and the worst element, instead of a line per element.
+static void expect_close(Tensor *device_result, Tensor *cpu_result, double atol, double rtol, const char *what, int index) {
+    CHECK_MSG(device_result && cpu_result, "%s %d: missing tensor", what, index);
+    if (!device_result || !cpu_result) return;
+    TensorScope scope = tensor_scope_begin();
+    Tensor *got = tensor_to_device_raw(device_result, device_cpu()), *expected = op_contiguous(cpu_result);
+    int64_t bad = 0, worst = -1;
+    double worst_excess = 0;
+    for (int64_t j = 0; j < tensor_numel(got); j++) {
+        double e = tensor_f32(expected)[j], g = tensor_f32(got)[j], excess = fabs(g - e) - (atol + rtol * fabs(e));
+        if (!(excess <= 0)) bad++;
+        if (!(excess <= worst_excess)) {
+            worst_excess = excess;
+            worst = j;
+        }
+    }
+    CHECK_MSG(bad == 0, "%s %d: %lld elements off, worst %lld: device %.9g, cpu %.9g", what, index, (long long)bad,
+              (long long)worst, worst >= 0 ? tensor_f32(got)[worst] : 0.0, worst >= 0 ? tensor_f32(expected)[worst] : 0.0);
+    tensor_scope_end(scope);
+}
+
 TEST(device_tensors_hold_values) {
     TensorScope scope = tensor_scope_begin();
     size_t in_use_before = gpu_memory_stats().bytes_in_use;
@@ -142,9 +164,7 @@ TEST(network_on_device_matches_cpu) {
     for (int k = 0; k < 4; k++) {
         int i = trained[k];
         CHECK(dev[i]->grad && tensor_is_cuda(dev[i]->grad));
-        Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
-        for (int64_t j = 0; j < tensor_numel(g); j++)
-            CHECK_CLOSE(tensor_f32(g)[j], tensor_f32(cpu[i]->grad)[j], 1e-5, 1e-4);
+        expect_close(dev[i]->grad, cpu[i]->grad, 1e-5, 1e-4, "gradient of input", i);
     }
     tensor_scope_end(scope);
 }
@@ -170,8 +190,7 @@ TEST(cross_entropy_on_device_matches_cpu) {
         CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-5);  // f32, another summation order
         tensor_backward(op_mul_scalar(loss_cpu, 0.5), NULL);
         tensor_backward(op_mul_scalar(loss_dev, 0.5), NULL);
-        Tensor *g = tensor_to_device_raw(dev->grad, device_cpu());
-        for (int64_t i = 0; i < tensor_numel(g); i++) CHECK_CLOSE(tensor_f32(g)[i], tensor_f32(cpu->grad)[i], 1e-6, 1e-4);
+        expect_close(dev->grad, cpu->grad, 1e-6, 1e-4, "logits gradient, reduction", reduction);
     }
     tensor_scope_end(scope);
 }
@@ -213,11 +232,7 @@ TEST(cnn_step_on_device_matches_cpu) {
     for (int i = 1; i < CNN_TENSORS; i++) {
         // Gradients of the parameters (1..7) and the running statistics updated in place (8, 9):
         // f32 sums in other orders, through two convolutions.
-        Tensor *expected = i <= 7 ? cpu[i]->grad : cpu[i];
-        Tensor *got = tensor_to_device_raw(i <= 7 ? dev[i]->grad : dev[i], device_cpu());
-        CHECK_MSG(expected != NULL, "tensor %d", i);
-        for (int64_t j = 0; expected && j < tensor_numel(got); j++)
-            CHECK_CLOSE(tensor_f32(got)[j], tensor_f32(expected)[j], 2e-5, 2e-4);
+        expect_close(i <= 7 ? dev[i]->grad : dev[i], i <= 7 ? cpu[i]->grad : cpu[i], 2e-5, 2e-4, "tensor", i);
     }
     tensor_scope_end(scope);
 }
@@ -249,16 +264,9 @@ TEST(attention_on_device_matches_cpu) {
         rng_fill_normal_f32(&rng, tensor_f32(weights), tensor_numel(weights), 0.0f, 1.0f);
         tensor_backward(op_sum_all(op_mul(out_cpu, weights)), NULL);
         tensor_backward(op_sum_all(op_mul(out_dev, tensor_to_device_raw(weights, CUDA0))), NULL);
-        Tensor *got = tensor_to_device_raw(out_dev, device_cpu());
         // Online softmax over key tiles vs a two-pass softmax: f32 rounding in another order.
-        for (int64_t j = 0; j < tensor_numel(got); j++) CHECK_CLOSE(tensor_f32(got)[j], tensor_f32(out_cpu)[j], 1e-5, 1e-4);
-        for (int i = 0; i < 3; i++) {
-            Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
-            for (int64_t j = 0; j < tensor_numel(g); j++)
-                CHECK_MSG(fabs(tensor_f32(g)[j] - tensor_f32(cpu[i]->grad)[j]) <= 1e-4 + 1e-3 * fabs(tensor_f32(cpu[i]->grad)[j]),
-                          "variant %d input %d element %lld: %g vs %g", variant, i, (long long)j, tensor_f32(g)[j],
-                          tensor_f32(cpu[i]->grad)[j]);
-        }
+        expect_close(out_dev, out_cpu, 1e-5, 1e-4, "output, variant", variant);
+        for (int i = 0; i < 3; i++) expect_close(dev[i]->grad, cpu[i]->grad, 1e-4, 1e-3, "q/k/v gradient", i);
     }
     tensor_scope_end(scope);
 }
@@ -290,10 +298,7 @@ TEST(indexing_on_device_matches_cpu) {
     CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-6);
     tensor_backward(loss_cpu, NULL);
     tensor_backward(loss_dev, NULL);
-    for (int i = 0; i < 3; i++) {
-        Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
-        for (int64_t j = 0; j < tensor_numel(g); j++) CHECK_CLOSE(tensor_f32(g)[j], tensor_f32(cpu[i]->grad)[j], 1e-5, 1e-6);
-    }
+    for (int i = 0; i < 3; i++) expect_close(dev[i]->grad, cpu[i]->grad, 1e-5, 1e-6, "gradient of input", i);
     tensor_scope_end(scope);
 }
 
@@ -448,10 +453,7 @@ TEST(norms_dropout_losses_on_device_match_cpu) {
     CHECK_CLOSE(tensor_item(loss_dev), tensor_item(loss_cpu), 1e-5, 1e-5);
     tensor_backward(loss_cpu, NULL);
     tensor_backward(loss_dev, NULL);
-    for (int i = 0; i < 3; i++) {
-        Tensor *g = tensor_to_device_raw(dev[i]->grad, device_cpu());
-        for (int64_t j = 0; j < tensor_numel(g); j++) CHECK_CLOSE(tensor_f32(g)[j], tensor_f32(cpu[i]->grad)[j], 1e-5, 1e-4);
-    }
+    for (int i = 0; i < 3; i++) expect_close(dev[i]->grad, cpu[i]->grad, 1e-5, 1e-4, "gradient of input", i);
     tensor_scope_end(scope);
 }
 
