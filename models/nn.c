@@ -11,6 +11,36 @@ void init_normal(Tensor *t, Rng *rng, double mean, double std) {
     rng_fill_normal_f32(rng, tensor_f32(t), tensor_numel(t), (float)mean, (float)std);
 }
 
+void init_trunc_normal(Tensor *t, Rng *rng, double mean, double std, double low, double high) {
+    if (!(low < mean + 4 * std && high > mean - 4 * std)) tensor_fatal("init_trunc_normal", "bounds [%g, %g] too far from N(%g, %g)", low, high, mean, std);
+    int64_t n = tensor_numel(t);
+    float *data = tensor_f32(t);
+    rng_fill_normal_f32(rng, data, n, (float)mean, (float)std);
+    // Redraw the (rare) values outside the bounds, in index order, from the same stream.
+    for (int64_t i = 0; i < n; i++)
+        while (!(data[i] >= low && data[i] <= high)) data[i] = (float)mean + (float)std * rng_normal(rng);
+}
+
+static void fans(const Tensor *t, double *fan_in, double *fan_out) {
+    if (t->ndim < 2) tensor_fatal("init", "fan in/out needs a weight with at least 2 dims");
+    double receptive = 1;
+    for (int d = 2; d < t->ndim; d++) receptive *= (double)t->shape[d];
+    *fan_in = (double)t->shape[1] * receptive;
+    *fan_out = (double)t->shape[0] * receptive;
+}
+
+void init_kaiming_normal_fan_out(Tensor *t, Rng *rng) {
+    double fan_in, fan_out;
+    fans(t, &fan_in, &fan_out);
+    init_normal(t, rng, 0.0, sqrt(2.0) / sqrt(fan_out));
+}
+
+void init_xavier_normal(Tensor *t, Rng *rng) {
+    double fan_in, fan_out;
+    fans(t, &fan_in, &fan_out);
+    init_normal(t, rng, 0.0, sqrt(2.0 / (fan_in + fan_out)));
+}
+
 static const char *joined(char *buf, size_t size, const char *prefix, const char *leaf) {
     snprintf(buf, size, "%s%s%s", prefix, prefix[0] ? "." : "", leaf);
     return buf;
@@ -21,10 +51,10 @@ Linear linear_create(ParamStore *store, const char *prefix, int64_t in, int64_t 
     Linear layer = {0};
     double bound = 1.0 / sqrt((double)in);
     layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(out, in), PARAM_GROUP_DECAY);
-    init_uniform(layer.weight, rng, -bound, bound);
+    if (rng) init_uniform(layer.weight, rng, -bound, bound);
     if (bias) {
         layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(out), PARAM_GROUP_NO_DECAY);
-        init_uniform(layer.bias, rng, -bound, bound);
+        if (rng) init_uniform(layer.bias, rng, -bound, bound);
     }
     return layer;
 }
@@ -39,10 +69,10 @@ Conv2d conv2d_create(ParamStore *store, const char *prefix, int64_t in, int64_t 
     double bound = 1.0 / sqrt((double)fan_in);
     layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(out, in / params.groups, kernel, kernel),
                               PARAM_GROUP_DECAY);
-    init_uniform(layer.weight, rng, -bound, bound);
+    if (rng) init_uniform(layer.weight, rng, -bound, bound);
     if (bias) {
         layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(out), PARAM_GROUP_NO_DECAY);
-        init_uniform(layer.bias, rng, -bound, bound);
+        if (rng) init_uniform(layer.bias, rng, -bound, bound);
     }
     return layer;
 }
@@ -50,8 +80,12 @@ Conv2d conv2d_create(ParamStore *store, const char *prefix, int64_t in, int64_t 
 Tensor *conv2d_forward(const Conv2d *layer, Tensor *x) { return op_conv2d(x, layer->weight, layer->bias, layer->params); }
 
 BatchNorm batchnorm_create(ParamStore *store, const char *prefix, int64_t channels) {
+    return batchnorm_create_with(store, prefix, channels, 0.1, 1e-5);
+}
+
+BatchNorm batchnorm_create_with(ParamStore *store, const char *prefix, int64_t channels, double momentum, double eps) {
     char name[128];
-    BatchNorm layer = {.momentum = 0.1, .eps = 1e-5};
+    BatchNorm layer = {.momentum = momentum, .eps = eps};
     layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(channels), PARAM_GROUP_NO_DECAY);
     tensor_fill_raw(layer.weight, 1.0);
     layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(channels), PARAM_GROUP_NO_DECAY);

@@ -29,6 +29,7 @@ typedef struct {
 } LayerNorm;
 
 // nn.Linear: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)).
+// With rng NULL (linear and conv) the tensors stay zero, for a model that initialises them itself.
 Linear linear_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, bool bias, Rng *rng);
 Tensor *linear_forward(const Linear *layer, Tensor *x);
 
@@ -39,6 +40,8 @@ Tensor *conv2d_forward(const Conv2d *layer, Tensor *x);
 
 // nn.BatchNorm1d/2d: weight 1, bias 0, running mean 0 / var 1, momentum 0.1, eps 1e-5.
 BatchNorm batchnorm_create(ParamStore *store, const char *prefix, int64_t channels);
+// The same with another momentum and eps (e.g. 0.001 and 1e-5 in the FixMatch WideResNet).
+BatchNorm batchnorm_create_with(ParamStore *store, const char *prefix, int64_t channels, double momentum, double eps);
 Tensor *batchnorm_forward(BatchNorm *layer, Tensor *x, bool training);
 
 LayerNorm layernorm_create(ParamStore *store, const char *prefix, int64_t features, double eps);
@@ -47,3 +50,12 @@ Tensor *layernorm_forward(const LayerNorm *layer, Tensor *x);
 // Fills a tensor in place from U(low, high) or N(mean, std).
 void init_uniform(Tensor *t, Rng *rng, double low, double high);
 void init_normal(Tensor *t, Rng *rng, double mean, double std);
+// N(mean, std) truncated to [low, high] (absolute bounds, as torch.nn.init.trunc_normal_ and
+// timm's trunc_normal_): values outside are drawn again. Needs low < mean + 4 std and high > mean - 4 std.
+void init_trunc_normal(Tensor *t, Rng *rng, double mean, double std, double low, double high);
+// torch.nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu"): N(0, sqrt(2 / fan_out)),
+// fan_out = dim 0 * the product of dims 2.. (a conv's out_channels * kernel area). With
+// nonlinearity="leaky_relu" and the default a = 0 the gain is the same sqrt(2).
+void init_kaiming_normal_fan_out(Tensor *t, Rng *rng);
+// torch.nn.init.xavier_normal_: N(0, sqrt(2 / (fan_in + fan_out))) for a [out, in, ...] weight.
+void init_xavier_normal(Tensor *t, Rng *rng);
