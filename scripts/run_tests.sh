@@ -1,10 +1,12 @@
 #!/bin/sh
-# Builds and runs every test twice — the optimised build, then the AddressSanitizer +
+# Gets the build dependencies and the benchmark's data sources, then builds and runs every test twice — the optimised build, then the AddressSanitizer +
 # UndefinedBehaviorSanitizer build — and ends with the total "N passed, M failed".
 # SANITIZE=0 or SANITIZE=1 runs only that one build.
 set -u
 cd "$(dirname "$0")/.."
 sh scripts/ensure_deps.sh || exit 1
+# The built-in benchmark's sources (Debian packages + a cached file): tests build a reduced version.
+sh scripts/get_data_sources.sh || exit 1
 case "${SANITIZE:-both}" in
     0) builds="0" ;;
     1) builds="1" ;;

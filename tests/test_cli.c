@@ -10,24 +10,15 @@
 
 #include "engine/safetensors.h"
 #include "tests/check.h"
+#include "tests/run_command.h"
 
 TEST_MAIN_COUNTERS;
 
 static char build_dir[256] = "build";
 static char work_dir[64];
 
-// Runs a shell command, capturing stderr into `captured`; returns the exit status (-1 if killed).
 static int run(const char *command, char *captured, size_t size) {
-    char line[2048];
-    snprintf(line, sizeof line, "%s 2>%s/stderr.txt >%s/stdout.txt", command, work_dir, work_dir);
-    int status = system(line);
-    char path[512];
-    snprintf(path, sizeof path, "%s/stderr.txt", work_dir);
-    FILE *f = fopen(path, "r");
-    size_t used = f ? fread(captured, 1, size - 1, f) : 0;
-    captured[used] = 0;
-    if (f) fclose(f);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return run_command(work_dir, command, captured, size);
 }
 
 static const char DEMO_FLAGS[] = "demo --steps 20 --samples 256 --batch-size 32 --width 4 --eval-every 0";
