@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "data/benchmark.h"
+#include "engine/fs.h"
 #include "data/benchmark_internal.h"
 #include <time.h>
 
@@ -85,18 +86,6 @@ static double now_seconds(void) {
 }
 
 // ---- files ------------------------------------------------------------------------------------
-
-static int make_directories(const char *path) {
-    char partial[4096];
-    snprintf(partial, sizeof partial, "%s", path);
-    for (char *at = partial + 1; *at; at++) {
-        if (*at != '/') continue;
-        *at = 0;
-        if (mkdir(partial, 0777) != 0 && errno != EEXIST) return -1;
-        *at = '/';
-    }
-    return mkdir(partial, 0777) != 0 && errno != EEXIST ? -1 : 0;
-}
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
@@ -370,7 +359,7 @@ static int build_domain(int domain, const BenchSources *sources, const Benchmark
     for (int split = 0; split < (info->has_test ? 2 : 1); split++)
         for (int c = 0; c < info->class_count; c++) {
             snprintf(path, sizeof path, "%s/%s/%s", dir, split_folder(domain, split), benchmark_class_folder(domain, c));
-            if (make_directories(path) != 0) {
+            if (fs_make_directories(path) != 0) {
                 snprintf(error, error_size, "%s: cannot create: %s", path, strerror(errno));
                 free(jobs.items);
                 return -1;
@@ -656,7 +645,7 @@ int benchmark_build(const BenchmarkOptions *options_in, BenchmarkReport *report,
         snprintf(error, error_size, "%s: cannot remove the interrupted build: %s", partial, strerror(errno));
         status = -1;
     }
-    if (status == 0 && make_directories(partial) != 0) {
+    if (status == 0 && fs_make_directories(partial) != 0) {
         snprintf(error, error_size, "%s: cannot create: %s", partial, strerror(errno));
         status = -1;
     }

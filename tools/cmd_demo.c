@@ -11,6 +11,7 @@
 
 #include "data/toy_tasks.h"
 #include "engine/checkpoint.h"
+#include "engine/fs.h"
 #include "engine/json.h"
 #include "engine/jsonl.h"
 #include "engine/optim.h"
@@ -19,6 +20,7 @@
 #include "tools/args.h"
 #include "tools/commands.h"
 #include "tools/progress.h"
+#include "tools/run_setup.h"
 
 typedef struct {
     bool is_cnn;
@@ -56,54 +58,6 @@ static void evaluate(DemoModel *model, const ToyTask *task, double *loss, double
     free(order);
     *loss = total_loss / (double)n;
     *accuracy = (double)correct / (double)n;
-}
-
-// Compares the settings saved with a checkpoint against this run's; names the first flag that
-// differs. Both are the JSON objects written below.
-static int check_resume_settings(const char *saved_text, const char *current_text, const char *resume_dir) {
-    char error[256];
-    JsonValue *saved = json_parse(saved_text, strlen(saved_text), error, sizeof error);
-    JsonValue *current = json_parse(current_text, strlen(current_text), error, sizeof error);
-    int status = 0;
-    if (!saved || !current || json_type(json_get(saved, "command")) != JSON_STRING ||
-        strcmp(json_string(json_get(saved, "command")), "demo") != 0) {
-        fprintf(stderr, "error: tailor demo: --resume %s: the checkpoint was not written by tailor demo\n", resume_dir);
-        status = -1;
-    }
-    for (size_t i = 0; status == 0 && i < json_length(current); i++) {
-        const char *key = json_key(current, i);
-        const JsonValue *now = json_value_at(current, i), *then = json_get(saved, key);
-        bool same = then && json_type(then) == json_type(now);
-        if (same && json_type(now) == JSON_STRING) same = strcmp(json_string(then), json_string(now)) == 0;
-        else if (same && json_type(now) == JSON_NUMBER) same = json_number(then) == json_number(now);
-        else if (same && json_type(now) == JSON_BOOL) {
-            int a = 0, b = 0;
-            json_bool(then, &a);
-            json_bool(now, &b);
-            same = a == b;
-        }
-        if (!same) {
-            fprintf(stderr, "error: tailor demo: --resume %s: the checkpoint was made with a different --%s; resume with the same value\n",
-                    resume_dir, key);
-            status = -1;
-        }
-    }
-    json_free(saved);
-    json_free(current);
-    return status;
-}
-
-// mkdir -p: 0, or -1 with errno set.
-static int make_directories(const char *path) {
-    char partial[4096];
-    snprintf(partial, sizeof partial, "%s", path);
-    for (char *at = partial + 1; *at; at++) {
-        if (*at != '/') continue;
-        *at = 0;
-        if (mkdir(partial, 0777) != 0 && errno != EEXIST) return -1;
-        *at = '/';
-    }
-    return mkdir(partial, 0777) != 0 && errno != EEXIST ? -1 : 0;
 }
 
 int command_demo(int argc, char **argv) {
@@ -156,7 +110,7 @@ int command_demo(int argc, char **argv) {
         fprintf(stderr, "error: tailor demo: --lr-schedule: %s\n", error);
         return 2;
     }
-    if (make_directories(out_dir) != 0) {
+    if (fs_make_directories(out_dir) != 0) {
         fprintf(stderr, "error: tailor demo: cannot create --out directory %s: %s\n", out_dir, strerror(errno));
         return 1;
     }
@@ -203,7 +157,7 @@ int command_demo(int argc, char **argv) {
             fprintf(stderr, "error: tailor demo: --resume: %s\n", error);
             return 1;
         }
-        if (check_resume_settings(saved, state.user_json, resume_dir) != 0) return 2;
+        if (check_resume_settings("demo", saved, state.user_json, resume_dir) != 0) return 2;
         if (checkpoint_load(resume_dir, params, optimizer, &state, error, sizeof error) != 0) {
             fprintf(stderr, "error: tailor demo: --resume: %s\n", error);
             return 1;

@@ -9,6 +9,9 @@ static void usage(FILE *out) {
             "usage: tailor <command> [flags]\n\n"
             "commands:\n"
             "  demo     train a small network on a generated task and show it learning\n"
+            "  data     build the multi-domain benchmark from Debian packages (tailor data build)\n"
+            "  train    train or fine-tune an image classifier, validating after each epoch\n"
+            "  eval     evaluate a classifier: accuracy, per-class accuracy, confusion matrix\n"
             "  help     this text\n\n"
             "`tailor <command> --help` lists a command's flags.\n");
 }
@@ -20,6 +23,9 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "demo") == 0) return command_demo(argc, argv);
+    if (strcmp(argv[1], "data") == 0) return command_data(argc, argv);
+    if (strcmp(argv[1], "train") == 0) return command_train(argc, argv);
+    if (strcmp(argv[1], "eval") == 0) return command_eval(argc, argv);
     fprintf(stderr, "error: tailor: unknown command '%s' (see tailor help)\n", argv[1]);
     return 2;
 }
