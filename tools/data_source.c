@@ -35,7 +35,10 @@ static int open_benchmark(const char *flag, const char *spec, const char *defaul
         return -1;
     }
     char root[2048];
-    snprintf(root, sizeof root, "%s/%s/%s", benchmark_root, domain, split);
+    if (snprintf(root, sizeof root, "%s/%s/%s", benchmark_root, domain, split) >= (int)sizeof root) {
+        snprintf(error, error_size, "--benchmark-root: the path is longer than %zu characters", sizeof root - 300);
+        return -1;
+    }
     if (!is_directory(benchmark_root)) {
         snprintf(error, error_size,
                  "--%s %s: no built-in benchmark at %s; build it with `sh scripts/get_data_sources.sh && "
@@ -111,9 +114,14 @@ int data_source_open(const char *flag, const char *spec, const char *default_spl
     } else if (ends_with(spec, ".txt") || ends_with(spec, ".list") || ends_with(spec, ".lst")) {
         char list_directory[2048];
         if (!image_root || !*image_root) {
+            if (strlen(spec) >= sizeof list_directory) {
+                snprintf(error, error_size, "--%s: the path is longer than %zu characters", flag, sizeof list_directory - 1);
+                return -1;
+            }
             snprintf(list_directory, sizeof list_directory, "%s", spec);
             char *slash = strrchr(list_directory, '/');
-            if (slash) *slash = '\0';
+            if (slash == list_directory) slash[1] = '\0';  // a list in / keeps "/" as its directory
+            else if (slash) *slash = '\0';
             else snprintf(list_directory, sizeof list_directory, ".");
             image_root = list_directory;
         }

@@ -2,6 +2,7 @@
 #include "tools/evaluate.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +34,18 @@ int evaluate_classifier(Classifier *model, Loader *loader, const Dataset *datase
         eval_result_free(out);
         return -1;
     }
-    for (int64_t i = 0; i < n; i++) out->predictions[i] = -1;
+    // Under the skip policy the loader replaces an unreadable image by the next one, which would
+    // then be counted twice: each dataset sample counts once, unreadable ones not at all.
+    bool *counted = calloc((size_t)n, sizeof(bool));
+    if (!counted) {
+        snprintf(error, error_size, "%s: out of memory for the evaluation of %lld samples", label, (long long)n);
+        eval_result_free(out);
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        out->predictions[i] = -1;
+        out->confidence[i] = NAN;
+    }
     bool was_enabled = autograd_set_enabled(false);
     Progress progress;
     progress_begin(&progress, label, n);
@@ -64,6 +76,9 @@ int evaluate_classifier(Classifier *model, Loader *loader, const Dataset *datase
             for (int64_t c = 1; c < classes; c++)
                 if (row[c] > row[best]) best = c;
             int64_t truth = batch->labels[i], index = batch->indices[i];
+            if (counted[index]) continue;
+            counted[index] = true;
+            seen++;
             out->predictions[index] = best;
             out->confidence[index] = expf(row[best]);
             out->confusion[truth * classes + best]++;
@@ -71,12 +86,12 @@ int evaluate_classifier(Classifier *model, Loader *loader, const Dataset *datase
             out->correct += best == truth;
             loss_sum -= row[truth];
         }
-        seen += batch->count;
         tensor_scope_end(scope);
         progress_update(&progress, seen, "");
     }
     progress_end(&progress, "");
     autograd_set_enabled(was_enabled);
+    free(counted);
     if (status != 0) {
         eval_result_free(out);
         return -1;

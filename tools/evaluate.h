@@ -10,15 +10,15 @@
 #include "models/classifier.h"
 
 typedef struct {
-    int64_t classes, count, correct;
+    int64_t classes, count, correct;  // count: samples evaluated (unreadable ones skipped are not)
     double top1;          // correct / count
     double mean_class;    // mean of per_class over the classes that have samples
     double *per_class;    // [classes]; NAN for a class without samples
     int64_t *class_count; // [classes] samples per true class
     int64_t *confusion;   // [classes * classes], row = true class, column = prediction
     // Per sample, in dataset order (index = dataset sample index):
-    int64_t *predictions; // [count]
-    float *confidence;    // [count] softmax probability of the prediction
+    int64_t *predictions; // [dataset count]; -1 for a sample that could not be read
+    float *confidence;    // [dataset count] softmax probability of the prediction; NAN if unread
     double loss;          // mean cross-entropy
 } EvalResult;
 
