@@ -18,6 +18,23 @@ endif
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := -fopenmp -lm -lz -lpthread $(SANFLAGS)
 
+# MPI (optional): data-parallel runs over several processes (engine/dist.h, engine/dist_mpi.c).
+# Found through the MPI compiler wrapper (`mpicc --showme:compile` / `--showme:link`) or
+# pkg-config's ompi; without it (or with `make MPI=0`) dist_mpi.c compiles as stubs, the programs
+# run single-process and a launch with more than one rank stops with one line. Only dist_mpi.c
+# sees MPI's headers; only the programs that use engine/dist link libmpi (tailor*, test_dist).
+MPI ?= 1
+ifeq ($(MPI),1)
+MPI_LDLIBS := $(strip $(or $(shell mpicc --showme:link 2>/dev/null),$(shell pkg-config --libs ompi 2>/dev/null)))
+MPI_CFLAGS := $(strip $(or $(shell mpicc --showme:compile 2>/dev/null),$(shell pkg-config --cflags ompi 2>/dev/null)))
+endif
+ifneq ($(MPI_LDLIBS),)
+MPI_DIST_CFLAGS := -DTAILOR_HAVE_MPI $(patsubst -I%,-isystem %,$(MPI_CFLAGS))
+endif
+# dist_mpi.o is rebuilt when MPI appears or goes (the flags are kept in a stamp file).
+MPI_STAMP := $(BUILD)/mpi.flags
+$(shell mkdir -p $(BUILD) && (echo '$(MPI_DIST_CFLAGS)' | cmp -s - $(MPI_STAMP) || echo '$(MPI_DIST_CFLAGS)' > $(MPI_STAMP)))
+
 ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c models/*.c diffusion/*.c adapt/*.c data/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libtailor.a
@@ -69,6 +86,9 @@ KERNEL_CUDA_OBJ := $(KERNEL_CU:kernels/%.cu=$(BUILD)/kernels-cuda/%.o)
 .PHONY: all test bench clean cuda-check
 .SECONDARY:
 
+# `make` alone builds `all` (gpu.mk's rules come first in the file).
+.DEFAULT_GOAL := all
+
 # The device runtime (engine/gpu): which implementation each program links (GPU_*_OBJ).
 include engine/gpu/gpu.mk
 
@@ -78,6 +98,9 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+$(BUILD)/engine/dist_mpi.o: CFLAGS += $(MPI_DIST_CFLAGS)
+$(BUILD)/engine/dist_mpi.o: $(MPI_STAMP)
+
 $(LIB): $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -86,7 +109,7 @@ $(LIB): $(ENGINE_OBJ)
 # The ops reference the kernel launchers, so the emulator's build of the kernels is linked to
 # resolve them; with no device nothing ever launches.
 $(TAILOR): $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_NONE_OBJ) $(LIB) $(CUEMU_LIB)
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(CC) -o $@ $^ $(MPI_LDLIBS) $(LDLIBS)
 
 $(BUILD)/kernels-emu/%.o: kernels/%.cu
 	@mkdir -p $(dir $@)
@@ -111,6 +134,10 @@ endif
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
+# The distributed tests use engine/dist, which links libmpi when the build has MPI.
+$(BUILD)/tests/test_dist: $(BUILD)/tests/test_dist.o $(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
+	$(CC) -o $@ $^ $(MPI_LDLIBS) $(LDLIBS)
+
 # The emulator's tests also link the test kernels (before the libraries whose symbols they use).
 $(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(GPU_EMULATED_OBJ) $(TEST_SUPPORT_OBJ) $(LIB) $(CUEMU_LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
@@ -121,12 +148,12 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(GPU_NONE_OBJ) $(LIB) $(CUEMU_LIB)
 # tailor on the emulated CUDA device: `--device cuda` runs every kernel on the emulator (slowly),
 # so the whole device path of a command can be tested end to end without a GPU.
 $(BUILD)/tailor-emu: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_EMULATED_OBJ) $(LIB) $(CUEMU_LIB)
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(CC) -o $@ $^ $(MPI_LDLIBS) $(LDLIBS)
 
 # The CUDA programs (built when nvcc is found; CI compiles and links them, nothing here runs them):
 # the same tools over cudart, cuBLAS and cuDNN with the kernels compiled by nvcc.
 $(BUILD)/tailor-cuda: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(GPU_CUDART_OBJ) $(LIB) $(KERNEL_CUDA_OBJ)
-	$(CC) -o $@ $^ $(GPU_CUDA_LDLIBS) -lstdc++ $(LDLIBS)
+	$(CC) -o $@ $^ $(GPU_CUDA_LDLIBS) -lstdc++ $(MPI_LDLIBS) $(LDLIBS)
 
 $(BUILD)/kbench-cuda: $(BUILD)/kernels/bench/kbench.o $(GPU_CUDART_OBJ) $(LIB) $(KERNEL_CUDA_OBJ)
 	$(CC) -o $@ $^ $(GPU_CUDA_LDLIBS) -lstdc++ $(LDLIBS)

@@ -95,9 +95,13 @@ static void plan_batch(Loader *loader, Slot *slot) {
     compute_order(loader, epoch);
     int64_t count = loader->sample_count - position;
     if (count > loader->options.batch_size) count = loader->options.batch_size;
-    for (int64_t i = 0; i < count; i++) slot->planned[i] = loader->order[position + i];
+    int shards = loader->options.shard_count > 1 ? loader->options.shard_count : 1, rank = shards > 1 ? loader->options.shard_rank : 0;
+    int64_t shard_start = count * rank / shards, shard_end = count * (rank + 1) / shards;
+    for (int64_t i = shard_start; i < shard_end; i++) slot->planned[i - shard_start] = loader->order[position + i];
     slot->number = loader->next_number_to_plan++;
-    slot->batch.count = count;
+    slot->batch.count = shard_end - shard_start;
+    slot->batch.global_count = count;
+    slot->batch.shard_start = shard_start;
     slot->batch.epoch = epoch;
     slot->batch.position = position;
     int64_t next_epoch = epoch, next_position = position + count;
@@ -211,7 +215,7 @@ static int fill_sample(Loader *loader, Slot *slot, int64_t i, char *error, size_
     if (decode_with_policy(loader, slot->planned[i], &decoded, &index, error, error_size) != 0) return -1;
     batch->indices[i] = index;
     batch->labels[i] = loader->options.dataset->samples[index].label;
-    int64_t position = batch->position + i;
+    int64_t position = batch->position + batch->shard_start + i;  // global: the same augmentation in any shard
     int status = 0;
     for (int v = 0; v < loader->n_views && status == 0; v++) {
         Image view_image;
@@ -366,6 +370,16 @@ static int check_options(const LoaderOptions *options, const char *name, char *e
                   (long long)dataset->count, (long long)options->batch_size);
         return -1;
     }
+    if (options->shard_count < 0 || options->shard_rank < 0 ||
+        options->shard_rank >= (options->shard_count > 1 ? options->shard_count : 1)) {
+        set_error(error, error_size, "%s: shard %d of %d does not exist", name, options->shard_rank, options->shard_count);
+        return -1;
+    }
+    if (options->drop_last && options->shard_count > 1 && options->batch_size % options->shard_count != 0) {
+        set_error(error, error_size, "%s: the global batch of %lld does not divide into %d equal shards (one per rank)",
+                  name, (long long)options->batch_size, options->shard_count);
+        return -1;
+    }
     if (options->channels != 0 && options->channels != 1 && options->channels != 3) {
         set_error(error, error_size, "%s: channels must be 1 or 3, got %d", name, options->channels);
         return -1;
@@ -463,7 +477,7 @@ Loader *loader_create(const LoaderOptions *options, char *error, size_t error_si
     loader->known_bad = calloc((size_t)loader->sample_count, 1);
     loader->order = malloc((size_t)loader->sample_count * sizeof *loader->order);
     loader->order_epoch = -1;
-    loader->thread_count = options->workers;
+    loader->thread_count = 0;  // set when the workers start: loader_free joins thread_count threads
     loader->depth = options->prefetch_batches ? options->prefetch_batches : 2 * options->workers + 1;
     if (loader->depth < 2) loader->depth = 2;
     pthread_mutex_init(&loader->mutex, NULL);
@@ -504,14 +518,14 @@ Loader *loader_create(const LoaderOptions *options, char *error, size_t error_si
     loader->cursor_epoch = options->start_epoch;
     loader->cursor_position = options->start_position;
     normalise_cursor(loader, &loader->cursor_epoch, &loader->cursor_position);
-    if (loader->thread_count > 0) {
-        loader->threads = calloc((size_t)loader->thread_count, sizeof *loader->threads);
+    if (options->workers > 0) {
+        loader->threads = calloc((size_t)options->workers, sizeof *loader->threads);
         int started = 0;
-        while (loader->threads && started < loader->thread_count &&
+        while (loader->threads && started < options->workers &&
                pthread_create(&loader->threads[started], NULL, worker_main, loader) == 0)
             started++;
-        if (started < loader->thread_count) {
-            loader->thread_count = started;
+        loader->thread_count = started;
+        if (started < options->workers) {
             set_error(error, error_size, "%s: could not start %d loader threads", name, options->workers);
             loader_free(loader);
             return NULL;

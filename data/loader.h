@@ -8,7 +8,8 @@
 //   - the sample at position p of epoch e, view v, is augmented with
 //     rng_make(seed, LOADER_AUGMENT_STREAM(e, p, v)), so it gets the same augmentation whatever the
 //     batch size, the worker count, or where a run was resumed;
-//   - a batch covers positions [position, position + count) of its epoch; batches never span two
+//   - a batch covers positions [position, position + global_count) of its epoch (a shard, a part of
+//     them: shard_rank / shard_count below); batches never span two
 //     epochs. With drop_last an epoch ends when fewer than batch_size samples remain, otherwise its
 //     last batch is smaller.
 // (epoch, position) after a batch is the resume point: save it in the checkpoint (TrainState's
@@ -60,11 +61,20 @@ typedef struct {
     bool pinned;                  // batch buffers from gpu_host_alloc (only when a GPU is used)
     LoaderBadSamplePolicy bad_samples;
     int64_t start_epoch, start_position;  // resume point (0, 0 for a fresh run)
+    // Data parallel (engine/dist.h): this process takes shard `shard_rank` of `shard_count` of every
+    // batch — the contiguous positions [position + count * r / W, position + count * (r + 1) / W)
+    // of the global batch of `count` samples — and decodes only those, each with the augmentation
+    // stream of its global position, so the W shards together are exactly the batch one process
+    // gets. batch_size stays the global batch (and epochs, positions and resume points are global);
+    // with drop_last it must divide by shard_count. 0 and 0 (or 0 and 1): the whole batch.
+    int shard_rank, shard_count;
     const char *name;             // for messages ("source", "target"); NULL = the dataset's source
 } LoaderOptions;
 
 typedef struct {
-    int64_t count;                // samples in this batch (batch_size except at an epoch's end)
+    int64_t count;                // samples in this batch (this shard's; batch_size / shard_count when sharded)
+    int64_t global_count;         // samples in the global batch (batch_size except at an epoch's end)
+    int64_t shard_start;          // where this shard starts in the global batch
     int n_views;
     int channels[LOADER_MAX_VIEWS], height[LOADER_MAX_VIEWS], width[LOADER_MAX_VIEWS];
     float *images[LOADER_MAX_VIEWS];  // [count, channels, height, width] for each view

@@ -2,7 +2,9 @@
 # Makes sure the Debian packages Tailor builds with are installed: installs the missing ones when
 # run as root, otherwise prints the one apt-get line to run and fails.
 set -eu
-packages="gcc make libc6-dev zlib1g-dev libstb-dev"
+# openmpi-bin + libopenmpi-dev: data-parallel runs under mpirun (the build works without them,
+# single-process; tests/test_dist.c needs them).
+packages="gcc make libc6-dev zlib1g-dev libstb-dev openmpi-bin libopenmpi-dev"
 missing=""
 for package in $packages; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

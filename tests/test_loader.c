@@ -427,9 +427,12 @@ TEST(image_folder_batches_and_bad_files) {
     // a pipeline that cannot run on these images fails at creation, naming the view
     TransformPipeline *too_big = transform_pipeline_parse("center_crop=8,random_crop=9", NULL, 0);
     options.views[0] = too_big;
-    loader = loader_create(&options, error, sizeof error);
-    CHECK(loader == NULL);
-    CHECK_MSG(strstr(error, "view 0") != NULL, "error was: %s", error);
+    for (int workers = 0; workers <= 2; workers += 2) {  // also with workers: no thread was started yet
+        options.workers = workers;
+        loader = loader_create(&options, error, sizeof error);
+        CHECK(loader == NULL);
+        CHECK_MSG(strstr(error, "view 0") != NULL, "error was: %s", error);
+    }
     transform_pipeline_free(too_big);
     transform_pipeline_free(resize);
     dataset_free(mixed);

@@ -3,6 +3,14 @@
 // evaluates it after each epoch. Writes <out>/settings.json (what `tailor eval --run` needs),
 // <out>/log.jsonl (a line per step and per evaluation), <out>/checkpoint/ after every epoch (for
 // --resume, which continues bit for bit) and <out>/best.safetensors when validation improves.
+//
+// Data parallel (engine/dist.h): started by `mpirun -np N` (or srun), every rank trains on a
+// disjoint contiguous shard of each global batch of --batch-size images, in the order one process
+// uses; gradients are averaged over the ranks after backward, so the update is the single
+// process's (up to f32 summation order; no learning-rate scaling) for models without BatchNorm.
+// BatchNorm normalises over each rank's shard (no synchronized BatchNorm yet), and rank 0's
+// running statistics are the ones saved. Rank 0 alone prints, logs, validates, writes best weights
+// and checkpoints.
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -14,6 +22,7 @@
 #include "data/transforms.h"
 #include "engine/autograd.h"
 #include "engine/checkpoint.h"
+#include "engine/dist.h"
 #include "engine/fs.h"
 #include "engine/jsonl.h"
 #include "engine/optim.h"
@@ -36,7 +45,8 @@
         exit(status);                                      \
     } while (0)
 
-// The best validation accuracy so far lives in <out>/best.json, so a resumed run keeps it.
+// The best validation accuracy so far lives in <out>/best.json, so a resumed run (same --out) keeps
+// it; a fresh run into an old directory starts from scratch and overwrites best.* when it validates.
 static double read_best(const char *out_dir) {
     char path[4096], text[256] = "";
     snprintf(path, sizeof path, "%s/best.json", out_dir);
@@ -82,6 +92,7 @@ int command_train(int argc, char **argv) {
     const char *out_dir = "runs/train", *resume_dir = NULL, *device = "auto";
     int64_t image_size = 32, patch_size = 0, bottleneck = 0, epochs = 10, steps = 0, batch_size = 64, seed = 0;
     int64_t workers = 2, threads = 0, eval_every = 1, stop_at_step = 0;
+    double dist_timeout = 300;
     double lr = 0.05, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0, backbone_lr = 1.0, bn_momentum = 0;
     bool new_head = false, skip_bad_images = false, nesterov = true;
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
@@ -122,6 +133,7 @@ int command_train(int argc, char **argv) {
         {"resume", FLAG_STRING, &resume_dir, "checkpoint directory to continue from (<out>/checkpoint)", NULL},
         {"device", FLAG_STRING, &device, "auto | cpu | cuda[:N]", NULL},
         {"threads", FLAG_INT, &threads, "CPU threads for the model (0: all cores)", NULL},
+        {"dist-timeout", FLAG_DOUBLE, &dist_timeout, "under mpirun/srun: seconds a rank waits in a collective before stopping the run", NULL},
     };
     args_parse("train", "Train or fine-tune an image classifier and validate it after each epoch.", flags,
                (int)(sizeof flags / sizeof flags[0]), argc, argv, 2);
@@ -135,11 +147,23 @@ int command_train(int argc, char **argv) {
         FAIL(2, "--lr must be positive, --backbone-lr not negative, --label-smoothing in [0, 1)");
     if (!(bn_momentum >= 0 && bn_momentum <= 1)) FAIL(2, "--bn-momentum must be in (0, 1] (0: the model's default)");
     if (new_head && !pretrained) FAIL(2, "--new-head needs --pretrained");
+    if (!(dist_timeout > 0)) FAIL(2, "--dist-timeout must be positive (seconds)");
     NormalizeParams normalize_check;
     if (transform_normalize_preset(normalize, &normalize_check) != 0)
         FAIL(2, "--normalize %s: expected imagenet, clip, half or none", normalize);
-    Device run_device = apply_device_and_threads("train", device, threads);
     char error[8192];
+    // Data parallel: placement from mpirun / srun (a single process without them). Errors after
+    // this point abort every rank (dist's exit hook), so none waits for a rank that stopped.
+    DistOptions dist_options = dist_default_options();
+    dist_options.timeout_seconds = dist_timeout;
+    if (dist_init(&dist_options, error, sizeof error) != 0) FAIL(2, "%s", error);
+    int world_size = dist_world_size(), rank = dist_rank();
+    bool main_rank = dist_is_main();
+    if (batch_size % world_size != 0)
+        FAIL(2, "--batch-size %lld is the global batch and must divide by the %d ranks (each takes an equal shard)",
+             (long long)batch_size, world_size);
+    if (!main_rank && !freopen("/dev/null", "w", stdout)) FAIL(1, "rank %d: cannot silence stdout", rank);
+    Device run_device = apply_device_and_threads("train", device, threads);
 
     // Data.
     DataSource train_source, val_source = {0};
@@ -213,7 +237,8 @@ int command_train(int argc, char **argv) {
              "\"seed\":%lld}",
              (long long)classes, (long long)image_size, (long long)patch_size, (long long)bottleneck,
              (long long)batch_size, (long long)seed);
-    if (fs_make_directories(out_dir) != 0) FAIL(1, "cannot create --out directory %s: %s", out_dir, strerror(errno));
+    if (main_rank && fs_make_directories(out_dir) != 0)
+        FAIL(1, "cannot create --out directory %s: %s", out_dir, strerror(errno));
     if (resume_dir) {
         char saved[sizeof state.user_json];
         if (checkpoint_read_user_json(resume_dir, saved, sizeof saved, error, sizeof error) != 0)
@@ -222,7 +247,23 @@ int command_train(int argc, char **argv) {
         if (checkpoint_load(resume_dir, params, optimizer, &state, error, sizeof error) != 0)
             FAIL(1, "--resume: %s", error);
     }
-    if (write_settings(out_dir, state.user_json, error, sizeof error) != 0) FAIL(1, "%s", error);
+    // (A resumed checkpoint's settings replaced ours in state.user_json: drop the world size it
+    // recorded, always the last member, so the ranks compare and record only this run's.)
+    char *recorded = strstr(settings, ",\"world-size\":");
+    if (recorded) strcpy(recorded, "}");
+    // Every rank must run the same settings and model; then rank 0's weights (initial, pretrained
+    // or resumed) become everyone's. The world size is recorded, but not part of what a resume or
+    // the ranks must agree on: a checkpoint resumes under any world size.
+    if (dist_check_same_config("run settings", state.user_json, params->numel, error, sizeof error) != 0) {
+        if (*error) fprintf(stderr, "error: tailor train: %s\n", error);
+        dist_finalize();
+        exit(2);
+    }
+    dist_broadcast_params(params);
+    used = strlen(settings);
+    if (used > 0 && settings[used - 1] == '}')
+        snprintf(settings + used - 1, settings_size - (used - 1), ",\"world-size\":%d}", world_size);
+    if (main_rank && write_settings(out_dir, state.user_json, error, sizeof error) != 0) FAIL(1, "%s", error);
     if (run_device.kind == DEVICE_CUDA) {
         params_to_device(params, run_device);
         optimizer_move_to_device(optimizer);
@@ -235,15 +276,17 @@ int command_train(int argc, char **argv) {
                                    .shuffle = true, .drop_last = true, .seed = (uint64_t)seed, .workers = (int)workers,
                                    .pinned = run_device.kind == DEVICE_CUDA,
                                    .bad_samples = skip_bad_images ? LOADER_BAD_SAMPLE_SKIP : LOADER_BAD_SAMPLE_FATAL,
-                                   .start_epoch = state.epoch, .start_position = state.epoch_position, .name = "--data"};
+                                   .start_epoch = state.epoch, .start_position = state.epoch_position, .name = "--data",
+                                   .shard_rank = rank, .shard_count = world_size};
     if (train_source.dataset->count < batch_size)
         FAIL(2, "--data has %lld images, fewer than one batch of --batch-size %lld", (long long)train_source.dataset->count,
              (long long)batch_size);
     Loader *train_loader = loader_create(&train_options, error, sizeof error);
     if (!train_loader) FAIL(1, "%s", error);
     Loader *val_loader = NULL;
-    if (val_source.dataset) {
+    if (val_source.dataset && main_rank) {  // rank 0 validates alone, on the whole set
         LoaderOptions val_options = train_options;
+        val_options.shard_rank = val_options.shard_count = 0;
         val_options.dataset = val_source.dataset;
         val_options.idx_images = data_source_idx(&val_source);
         val_options.views[0] = eval_pipeline;
@@ -268,24 +311,28 @@ int command_train(int argc, char **argv) {
     char path[4096], checkpoint_dir[4096];
     snprintf(path, sizeof path, "%s/log.jsonl", out_dir);
     snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/checkpoint", out_dir);
-    JsonlLog *log = jsonl_open(path, error, sizeof error);
-    if (!log) FAIL(1, "%s", error);
+    JsonlLog *log = NULL;
+    if (main_rank && !(log = jsonl_open(path, error, sizeof error))) FAIL(1, "%s", error);
     printf("tailor train: %s, %lld classes, %lld parameters; train %s: %lld images, %lld steps of %lld (%lld per "
-           "epoch)%s%s; %d threads\n",
+           "epoch)%s%s; %d threads",
            model_name, (long long)classes, (long long)params_count_elements(params), train_source.description,
            (long long)train_source.dataset->count, (long long)total_steps, (long long)batch_size,
            (long long)steps_per_epoch, val_source.dataset ? "; val " : "",
            val_source.dataset ? val_source.description : "", omp_get_max_threads());
+    if (world_size > 1) printf(" per rank; %d ranks (%s), %lld images per rank per step", world_size, dist_launcher(),
+                               (long long)(batch_size / world_size));
+    printf("\n");
     printf("train transform: %s\n", transform_pipeline_spec(train_pipeline));
-    jsonl_write(log, "\"event\":\"start\",\"model\":\"%s\",\"classes\":%lld,\"steps\":%lld,\"steps_per_epoch\":%lld,"
-                     "\"batch_size\":%lld,\"parameters\":%lld,\"threads\":%d,\"resumed_at\":%lld",
-                model_name, (long long)classes, (long long)total_steps, (long long)steps_per_epoch,
-                (long long)batch_size, (long long)params_count_elements(params), omp_get_max_threads(),
-                (long long)state.step);
+    if (log)
+        jsonl_write(log, "\"event\":\"start\",\"model\":\"%s\",\"classes\":%lld,\"steps\":%lld,\"steps_per_epoch\":%lld,"
+                         "\"batch_size\":%lld,\"parameters\":%lld,\"threads\":%d,\"world_size\":%d,\"resumed_at\":%lld",
+                    model_name, (long long)classes, (long long)total_steps, (long long)steps_per_epoch,
+                    (long long)batch_size, (long long)params_count_elements(params), omp_get_max_threads(), world_size,
+                    (long long)state.step);
 
     CrossEntropyOptions loss_options = cross_entropy_defaults();
     loss_options.label_smoothing = label_smoothing;
-    double best = read_best(out_dir), smoothed_loss = NAN, smoothed_accuracy = NAN, val_top1 = NAN;
+    double best = resume_dir ? read_best(out_dir) : -1, smoothed_loss = NAN, smoothed_accuracy = NAN, val_top1 = NAN;
     Progress progress;
     progress_begin(&progress, "train", end_step - state.step);
     double start_time = progress_now();
@@ -293,6 +340,7 @@ int command_train(int argc, char **argv) {
     char status_text[160] = "";
     int exit_status = 0;
     while (state.step < end_step) {
+        dist_test_fault_point(state.step);  // tests: TAILOR_DIST_TEST_EXIT_AT_STEP / _HANG_AT_STEP
         const LoaderBatch *batch;
         if (loader_next(train_loader, &batch, error, sizeof error) != 0) {
             fprintf(stderr, "\nerror: tailor train: %s\n", error);
@@ -305,32 +353,42 @@ int command_train(int argc, char **argv) {
         params_zero_grad(params);
         Tensor *logits = classifier_forward(model, x, true);
         Tensor *loss = op_cross_entropy(logits, y, loss_options);
-        double loss_value = tensor_item(loss);
-        if (!isfinite(loss_value)) {
-            fprintf(stderr, "\nerror: tailor train: the loss became %g at step %lld (learning rate %g too high?)\n",
+        Tensor *predicted = op_to_device(op_argmax(tensor_detach(logits), 1, false), device_cpu());
+        int64_t correct = 0;
+        for (int64_t i = 0; i < batch->count; i++) correct += tensor_i64(predicted)[i] == batch->labels[i];
+        // The global batch's loss and accuracy: shards are equal, so the mean of the ranks' means.
+        double totals[2] = {tensor_item(loss), (double)correct};
+        dist_all_reduce(totals, 2, DIST_F64, DIST_SUM, "loss and accuracy");
+        double loss_value = world_size > 1 ? totals[0] / world_size : totals[0];
+        correct = (int64_t)totals[1];
+        if (!isfinite(loss_value)) {  // the same decision on every rank
+            if (main_rank)
+                fprintf(stderr, "\nerror: tailor train: the loss became %g at step %lld (learning rate %g too high?)\n",
                     loss_value, (long long)state.step, optimizer->lr);
-            jsonl_write(log, "\"event\":\"error\",\"step\":%lld,\"message\":\"non-finite loss\"", (long long)state.step);
+            if (log) jsonl_write(log, "\"event\":\"error\",\"step\":%lld,\"message\":\"non-finite loss\"", (long long)state.step);
             tensor_scope_end(scope);
             exit_status = 1;
             break;
         }
         tensor_backward(loss, NULL);
+        // Average the gradients over the ranks: each rank's loss is the mean over its shard, so the
+        // average is the gradient of the global batch's mean loss. (GPU/NCCL: buckets will be
+        // launched on a communication stream during backward instead of after it.)
+        dist_average_gradients(params, 0);
         optimizer->lr = schedule_lr(&schedule, lr, state.step);
         optimizer_step(optimizer, params_values(params), params_grads(params));
-        Tensor *predicted = op_to_device(op_argmax(tensor_detach(logits), 1, false), device_cpu());
-        int64_t correct = 0;
-        for (int64_t i = 0; i < batch->count; i++) correct += tensor_i64(predicted)[i] == batch->labels[i];
         tensor_scope_end(scope);
 
-        double accuracy = (double)correct / (double)batch->count;
+        double accuracy = (double)correct / (double)batch->global_count;
         bool epoch_done = batch->next_epoch != batch->epoch;
         state.step++;
         state.epoch = batch->next_epoch;
         state.epoch_position = batch->next_position;
-        images_seen += batch->count;
+        images_seen += batch->global_count;
         smoothed_loss = isnan(smoothed_loss) ? loss_value : 0.95 * smoothed_loss + 0.05 * loss_value;
         smoothed_accuracy = isnan(smoothed_accuracy) ? accuracy : 0.95 * smoothed_accuracy + 0.05 * accuracy;
-        jsonl_write(log, "\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.6g,\"accuracy\":%.4g,\"lr\":%.6g",
+        if (log)
+            jsonl_write(log, "\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.6g,\"accuracy\":%.4g,\"lr\":%.6g",
                     (long long)state.step, (long long)batch->epoch, loss_value, accuracy, optimizer->lr);
         bool last = state.step == total_steps, stopping = state.step == end_step;
         if (epoch_done || last || stopping) {
@@ -344,7 +402,8 @@ int command_train(int argc, char **argv) {
                     break;
                 }
                 val_top1 = result.top1;
-                jsonl_write(log, "\"event\":\"eval\",\"step\":%lld,\"epoch\":%lld,\"top1\":%.6g,\"mean_class\":%.6g,\"loss\":%.6g",
+                if (log)
+                    jsonl_write(log, "\"event\":\"eval\",\"step\":%lld,\"epoch\":%lld,\"top1\":%.6g,\"mean_class\":%.6g,\"loss\":%.6g",
                             (long long)state.step, (long long)epochs_done, result.top1, result.mean_class, result.loss);
                 if (!progress.interactive)
                     printf("epoch %lld step %lld: val top-1 %.2f%%, mean-class %.2f%%\n", (long long)epochs_done,
@@ -359,20 +418,22 @@ int command_train(int argc, char **argv) {
                     }
                 }
             }
-            if (checkpoint_save(checkpoint_dir, params, optimizer, &state, error, sizeof error) != 0) {
+            if (main_rank && checkpoint_save(checkpoint_dir, params, optimizer, &state, error, sizeof error) != 0) {
                 fprintf(stderr, "\nerror: tailor train: %s\n", error);
                 exit_status = 1;
                 break;
             }
+            // The other ranks wait here for rank 0 (so --dist-timeout must exceed a validation).
+            dist_barrier("rank 0 validates and saves");
         }
         double elapsed = progress_now() - start_time;
         snprintf(status_text, sizeof status_text, "loss %.4f acc %.1f%% %.0f img/s%s", smoothed_loss,
                  100 * smoothed_accuracy, elapsed > 0 ? (double)images_seen / elapsed : 0.0, isnan(val_top1) ? "" : " val ");
         if (!isnan(val_top1))
             snprintf(status_text + strlen(status_text), sizeof status_text - strlen(status_text), "%.1f%%", 100 * val_top1);
-        progress_update(&progress, state.step - first_step, status_text);
+        if (main_rank) progress_update(&progress, state.step - first_step, status_text);
     }
-    progress_end(&progress, status_text);
+    if (main_rank) progress_end(&progress, status_text);
     if (exit_status == 0) {
         double elapsed = progress_now() - start_time;
         printf("step %lld: train loss %.4f, val top-1 %s", (long long)state.step, smoothed_loss, isnan(val_top1) ? "-" : "");
@@ -382,10 +443,11 @@ int command_train(int argc, char **argv) {
                out_dir);
         char val_text[32] = "null";  // JSON has no NaN
         if (!isnan(val_top1)) snprintf(val_text, sizeof val_text, "%.6g", val_top1);
-        jsonl_write(log, "\"event\":\"end\",\"step\":%lld,\"val_top1\":%s,\"images_per_second\":%.1f",
+        if (log)
+            jsonl_write(log, "\"event\":\"end\",\"step\":%lld,\"val_top1\":%s,\"images_per_second\":%.1f",
                     (long long)state.step, val_text, elapsed > 0 ? (double)images_seen / elapsed : 0.0);
     }
-    jsonl_close(log);
+    if (log) jsonl_close(log);
     loader_free(train_loader);
     loader_free(val_loader);
     transform_pipeline_free(train_pipeline);
@@ -394,5 +456,6 @@ int command_train(int argc, char **argv) {
     classifier_free(model);
     data_source_close(&train_source);
     data_source_close(&val_source);
+    if (exit_status == 0) dist_finalize();  // otherwise dist's exit hook aborts the other ranks
     return exit_status;
 }

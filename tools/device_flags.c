@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/dist.h"
 #include "engine/gpu/gpu.h"
 #include "tools/commands.h"
 
@@ -20,7 +21,8 @@ Device apply_device_and_threads(const char *command, const char *device, int64_t
             fprintf(stderr, "tailor %s: running on %s (%s backend)\n", command, gpu_device_name(), gpu_backend_name());
             return (Device){DEVICE_CUDA, 0};
         }
-        fprintf(stderr, "tailor %s: %s; running on the cpu (%d threads)\n", command,
+        if (dist_is_main())  // under mpirun, rank 0 speaks for all
+            fprintf(stderr, "tailor %s: %s; running on the cpu (%d threads)\n", command,
                 strcmp(gpu_backend_name(), "none") == 0 ? "this build has no CUDA support" : "no CUDA device found",
                 omp_get_max_threads());
         return device_cpu();
