@@ -178,6 +178,9 @@ int command_train(int argc, char **argv) {
         FAIL(2, "%s", error);
     int64_t classes = train_source.dataset->class_count;
     if (val_source.dataset) {
+        // A list or IDX validation set that lacks the last classes reports fewer (max label + 1).
+        if (!val_source.dataset->class_names && val_source.dataset->class_count < classes)
+            val_source.dataset->class_count = classes;
         DomainPair pair;
         if (domain_pair_make(train_source.dataset, val_source.dataset, val_source.dataset, &pair, error, sizeof error) != 0)
             FAIL(2, "--data and --val disagree: %s", error);
@@ -231,12 +234,21 @@ int command_train(int argc, char **argv) {
     settings_add_string(settings, settings_size, "train-transform", train_spec);
     settings_add_string(settings, settings_size, "eval-transform", eval_spec);
     settings_add_string(settings, settings_size, "optimizer", optimizer_name);
+    settings_add_string(settings, settings_size, "lr-schedule", schedule_text);
+    settings_add_string(settings, settings_size, "benchmark-root", benchmark_root);
+    settings_add_string(settings, settings_size, "image-root", image_root ? image_root : "");
     size_t used = strlen(settings);
+    // Everything else that changes the trajectory, so that a resume with other values is refused
+    // instead of silently leaving the bit-for-bit path (--threads only changes summation order).
     snprintf(settings + used, settings_size - used,
              ",\"classes\":%lld,\"image-size\":%lld,\"patch-size\":%lld,\"bottleneck\":%lld,\"batch-size\":%lld,"
-             "\"seed\":%lld}",
+             "\"seed\":%lld,\"epochs\":%lld,\"steps\":%lld,\"lr\":%.17g,\"backbone-lr\":%.17g,\"momentum\":%.17g,"
+             "\"nesterov\":%s,\"weight-decay\":%.17g,\"label-smoothing\":%.17g,\"bn-momentum\":%.17g}",
              (long long)classes, (long long)image_size, (long long)patch_size, (long long)bottleneck,
-             (long long)batch_size, (long long)seed);
+             (long long)batch_size, (long long)seed, (long long)(steps ? 0 : epochs), (long long)steps, lr, backbone_lr,
+             momentum, nesterov ? "true" : "false", weight_decay, label_smoothing, bn_momentum);
+    if (strlen(settings) + 32 >= settings_size)  // room for the world size added below
+        FAIL(2, "the run's settings (data path, transform specs) are longer than %zu characters", settings_size - 32);
     if (main_rank && fs_make_directories(out_dir) != 0)
         FAIL(1, "cannot create --out directory %s: %s", out_dir, strerror(errno));
     if (resume_dir) {
