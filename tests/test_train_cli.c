@@ -136,14 +136,24 @@ TEST(user_errors_are_one_line) {
         {"train --data DATA/train --pretrained /nonexistent.safetensors --model wrn-10-1", "--pretrained"},
         {"eval --data DATA/val", "--run DIR"},
         {"eval --run /nonexistent --data DATA/val", "settings.json"},
+        {"eval --run DATA/run --data DATA/renamed", "class 0 is 'across' but the run's class 0 is 'horizontal'"},
     };
+    // the validation images under other class names
+    snprintf(command, sizeof command, "cp -r %s/val %s/renamed && mv %s/renamed/horizontal %s/renamed/across", work_dir,
+             work_dir, work_dir, work_dir);
+    CHECK(system(command) == 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char flags[1024];
-        const char *data_at = strstr(cases[i].flags, "DATA");
-        if (data_at)
-            snprintf(flags, sizeof flags, "%.*s%s%s", (int)(data_at - cases[i].flags), cases[i].flags, work_dir, data_at + 4);
-        else
-            snprintf(flags, sizeof flags, "%s", cases[i].flags);
+        size_t used = 0;  // the flags with every DATA replaced by the work directory
+        for (const char *at = cases[i].flags; *at && used + strlen(work_dir) + 1 < sizeof flags;) {
+            if (strncmp(at, "DATA", 4) == 0) {
+                used += (size_t)snprintf(flags + used, sizeof flags - used, "%s", work_dir);
+                at += 4;
+            } else {
+                flags[used++] = *at++;
+            }
+        }
+        flags[used] = '\0';
         snprintf(command, sizeof command, "%s/tailor %s --device cpu%s%s/err", build_dir, flags,
                  strncmp(flags, "train", 5) == 0 ? " --out " : " --predictions ", work_dir);
         int status = run(command, output, sizeof output);

@@ -52,12 +52,25 @@ int classifier_read_run_settings(const char *run_dir, ClassifierRunSettings *out
         snprintf(error, error_size, "%s: missing (is %s a directory written by tailor train?)", path, run_dir);
         return -1;
     }
-    char text[8192];
-    size_t length = fread(text, 1, sizeof text - 1, file);
+    fseek(file, 0, SEEK_END);
+    long size = ftell(file);
+    fseek(file, 0, SEEK_SET);
+    if (size < 0 || size > (64 << 20)) {
+        fclose(file);
+        snprintf(error, error_size, "%s: unreadable or larger than 64 MiB", path);
+        return -1;
+    }
+    char *text = malloc((size_t)size + 1);
+    size_t length = text ? fread(text, 1, (size_t)size, file) : 0;
     fclose(file);
+    if (!text) {
+        snprintf(error, error_size, "%s: out of memory", path);
+        return -1;
+    }
     text[length] = '\0';
     char why[256];
     JsonValue *root = json_parse(text, length, why, sizeof why);
+    free(text);
     if (!root) {
         snprintf(error, error_size, "%s: %s", path, why);
         return -1;
@@ -80,6 +93,23 @@ int classifier_read_run_settings(const char *run_dir, ClassifierRunSettings *out
                      ? -1
                      : 0;
     }
+    const JsonValue *names = json_get(root, "class-names");
+    if (status == 0 && names) {
+        size_t n = json_length(names);
+        out->class_names = calloc(n ? n : 1, sizeof(char *));
+        for (size_t i = 0; out->class_names && i < n; i++) {
+            const char *name = json_string(json_at(names, i));
+            out->class_names[i] = strdup(name ? name : "");
+        }
+        out->n_class_names = out->class_names ? (int64_t)n : 0;
+    }
     json_free(root);
     return status;
+}
+
+void classifier_run_settings_free(ClassifierRunSettings *settings) {
+    for (int64_t i = 0; i < settings->n_class_names; i++) free(settings->class_names[i]);
+    free(settings->class_names);
+    settings->class_names = NULL;
+    settings->n_class_names = 0;
 }

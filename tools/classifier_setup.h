@@ -24,7 +24,10 @@ typedef struct {
     char model[64];
     int64_t classes, image_size, patch_size, bottleneck;
     char eval_transform[512];
+    int64_t n_class_names;  // 0 when the training data had no class names (image lists, IDX)
+    char **class_names;     // [n_class_names], label order; free with classifier_run_settings_free
 } ClassifierRunSettings;
 
 // Reads <run_dir>/settings.json. 0, or -1 with one line in error.
 int classifier_read_run_settings(const char *run_dir, ClassifierRunSettings *out, char *error, size_t error_size);
+void classifier_run_settings_free(ClassifierRunSettings *settings);

@@ -95,6 +95,18 @@ int command_eval(int argc, char **argv) {
     if (source.dataset->class_count > settings.classes)
         FAIL(2, "--data has labels up to %lld but the model has %lld classes", (long long)source.dataset->class_count - 1,
              (long long)settings.classes);
+    // A model trained on named classes evaluated on an ImageFolder: the names must agree label by
+    // label, or every accuracy would be computed against the wrong classes.
+    const Dataset *dataset = source.dataset;
+    if (settings.n_class_names && dataset->class_names) {
+        if (dataset->class_count != settings.n_class_names)
+            FAIL(2, "--data has %lld classes but the run was trained on %lld (%s ...)", (long long)dataset->class_count,
+                 (long long)settings.n_class_names, settings.class_names[0]);
+        for (int64_t c = 0; c < dataset->class_count; c++)
+            if (strcmp(dataset->class_names[c], settings.class_names[c]) != 0)
+                FAIL(2, "--data's class %lld is '%s' but the run's class %lld is '%s'", (long long)c,
+                     dataset->class_names[c], (long long)c, settings.class_names[c]);
+    }
     TransformPipeline *pipeline = transform_pipeline_parse(eval_spec, error, sizeof error);
     if (!pipeline) FAIL(2, "--transform: %s", error);
 
@@ -139,5 +151,6 @@ int command_eval(int argc, char **argv) {
     transform_pipeline_free(pipeline);
     classifier_free(model);
     data_source_close(&source);
+    classifier_run_settings_free(&settings);
     return status;
 }
