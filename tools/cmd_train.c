@@ -23,6 +23,7 @@
 #include "engine/autograd.h"
 #include "engine/checkpoint.h"
 #include "engine/dist.h"
+#include "engine/dist_zero.h"
 #include "engine/fs.h"
 #include "engine/json.h"
 #include "engine/jsonl.h"
@@ -112,7 +113,7 @@ int command_train(int argc, char **argv) {
     int64_t workers = 2, threads = 0, eval_every = 1, stop_at_step = 0;
     double dist_timeout = 300;
     double lr = 0.05, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0, backbone_lr = 1.0, bn_momentum = 0;
-    bool new_head = false, skip_bad_images = false, nesterov = true;
+    bool new_head = false, skip_bad_images = false, nesterov = true, zero1 = false;
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
     static const char *const augments[] = {"none", "crop-flip", "randaugment", "imagenet", NULL};
     Flag flags[] = {
@@ -151,6 +152,7 @@ int command_train(int argc, char **argv) {
         {"resume", FLAG_STRING, &resume_dir, "checkpoint directory to continue from (<out>/checkpoint)", NULL},
         {"device", FLAG_STRING, &device, "auto | cpu | cuda[:N]", NULL},
         {"threads", FLAG_INT, &threads, "CPU threads for the model (0: all cores)", NULL},
+        {"zero1", FLAG_BOOL, &zero1, "under mpirun: shard the optimizer state over the ranks (ZeRO stage 1; CPU)", NULL},
         {"dist-timeout", FLAG_DOUBLE, &dist_timeout, "under mpirun/srun: seconds a rank waits in a collective before stopping the run", NULL},
     };
     args_parse("train", "Train or fine-tune an image classifier and validate it after each epoch.", flags,
@@ -295,9 +297,13 @@ int command_train(int argc, char **argv) {
         snprintf(settings + used - 1, settings_size - (used - 1), ",\"world-size\":%d}", world_size);
     if (main_rank && write_settings(out_dir, state.user_json, train_source.dataset, error, sizeof error) != 0) FAIL(1, "%s", error);
     if (run_device.kind == DEVICE_CUDA) {
+        if (zero1) FAIL(2, "--zero1 shards host buffers only for now; train on the CPU or without --zero1");
         params_to_device(params, run_device);
         optimizer_move_to_device(optimizer);
     }
+    // ZeRO-1 takes the optimizer state (fresh, or loaded by --resume) into this rank's shard.
+    ZeroOptimizer *zero = NULL;
+    if (zero1 && !(zero = zero_create(optimizer, error, sizeof error))) FAIL(1, "%s", error);
 
     // Loaders: training shuffles and drops the last partial batch (BatchNorm needs > 1 sample);
     // validation visits every sample once per call, in order.
@@ -404,9 +410,13 @@ int command_train(int argc, char **argv) {
         // Average the gradients over the ranks: each rank's loss is the mean over its shard, so the
         // average is the gradient of the global batch's mean loss. (GPU/NCCL: buckets will be
         // launched on a communication stream during backward instead of after it.)
-        dist_average_gradients(params, 0);
         optimizer->lr = schedule_lr(&schedule, lr, state.step);
-        optimizer_step(optimizer, params_values(params), params_grads(params));
+        if (zero) {  // ZeRO-1: reduce-scatter, update this rank's slice, all-gather the parameters
+            zero_step(zero, optimizer, params_values(params), params_grads(params));
+        } else {
+            dist_average_gradients(params, 0);
+            optimizer_step(optimizer, params_values(params), params_grads(params));
+        }
         tensor_scope_end(scope);
 
         double accuracy = (double)correct / (double)batch->global_count;
@@ -448,11 +458,13 @@ int command_train(int argc, char **argv) {
                     }
                 }
             }
+            if (zero) zero_gather_state(zero, optimizer);  // every rank: the checkpoint holds the whole state
             if (main_rank && checkpoint_save(checkpoint_dir, params, optimizer, &state, error, sizeof error) != 0) {
                 fprintf(stderr, "\nerror: tailor train: %s\n", error);
                 exit_status = 1;
                 break;
             }
+            if (zero) zero_release_full_state(optimizer);
             // The other ranks wait here for rank 0 (so --dist-timeout must exceed a validation).
             dist_barrier("rank 0 validates and saves");
         }
@@ -482,6 +494,7 @@ int command_train(int argc, char **argv) {
     loader_free(val_loader);
     transform_pipeline_free(train_pipeline);
     transform_pipeline_free(eval_pipeline);
+    zero_free(zero);
     optimizer_free(optimizer);
     classifier_free(model);
     data_source_close(&train_source);
