@@ -232,23 +232,41 @@ ClassifierOutput classifier_run(Classifier *model, Tensor *x, bool training, int
 
 Tensor *classifier_forward(Classifier *model, Tensor *x, bool training) { return classifier_run(model, x, training, 0).logits; }
 
-void classifier_set_bn_momentum(Classifier *model, double momentum) {
-    if (model->has_bottleneck) model->bottleneck_bn.momentum = momentum;
+// Calls visit on every BatchNorm of the model: backbone and bottleneck.
+static void for_each_batchnorm(Classifier *model, void (*visit)(BatchNorm *, const void *), const void *context) {
+    if (model->has_bottleneck) visit(&model->bottleneck_bn, context);
     if (model->backbone.arch == CLASSIFIER_RESNET) {
         ResNet *net = &model->resnet;
-        net->bn1.momentum = momentum;
+        visit(&net->bn1, context);
         for (int s = 0; s < 4; s++)
             for (int i = 0; i < net->config.layers[s]; i++) {
                 ResNetBlock *b = &net->blocks[s][i];
-                b->bn1.momentum = b->bn2.momentum = b->bn3.momentum = b->downsample_bn.momentum = momentum;
+                visit(&b->bn1, context);
+                visit(&b->bn2, context);
+                if (b->bn3.weight) visit(&b->bn3, context);
+                if (b->has_downsample) visit(&b->downsample_bn, context);
             }
     } else if (model->backbone.arch == CLASSIFIER_WIDERESNET) {
         WideResNet *net = &model->wideresnet;
-        net->bn1.momentum = momentum;
-        net->config.bn_momentum = momentum;
+        visit(&net->bn1, context);
         for (int g = 0; g < 3; g++)
-            for (int i = 0; i < net->blocks_per_group; i++) net->blocks[g][i].bn1.momentum = net->blocks[g][i].bn2.momentum = momentum;
+            for (int i = 0; i < net->blocks_per_group; i++) {
+                visit(&net->blocks[g][i].bn1, context);
+                visit(&net->blocks[g][i].bn2, context);
+            }
     }
+}
+
+static void set_momentum(BatchNorm *layer, const void *context) { layer->momentum = *(const double *)context; }
+static void set_synchronized(BatchNorm *layer, const void *context) { layer->synchronized = *(const bool *)context; }
+
+void classifier_set_bn_momentum(Classifier *model, double momentum) {
+    for_each_batchnorm(model, set_momentum, &momentum);
+    if (model->backbone.arch == CLASSIFIER_WIDERESNET) model->wideresnet.config.bn_momentum = momentum;
+}
+
+void classifier_set_sync_batchnorm(Classifier *model, bool synchronized) {
+    for_each_batchnorm(model, set_synchronized, &synchronized);
 }
 
 int classifier_add_optimizer_groups(const Classifier *model, Optimizer *optimizer, double backbone_lr_multiplier,

@@ -120,6 +120,9 @@ Tensor *classifier_head_forward(Classifier *model, Tensor *pooled, bool training
 // are 0.1 (ResNet, bottleneck) and 0.001 (WideResNet, as FixMatch), which suits long runs with an
 // EMA model but leaves the running statistics near their initial values in a short fine-tuning.
 void classifier_set_bn_momentum(Classifier *model, double momentum);
+// Synchronized BatchNorm (models/nn.h) in every BatchNorm of the model: under several ranks the
+// training-mode statistics are the global batch's (torch.nn.SyncBatchNorm.convert_sync_batchnorm).
+void classifier_set_sync_batchnorm(Classifier *model, bool synchronized);
 
 // Adds the optimizer groups of the model: backbone weights at backbone_lr_multiplier with
 // weight_decay, backbone no-decay parameters at backbone_lr_multiplier with 0, and the head's two

@@ -1,5 +1,9 @@
 #include "models/nn.h"
 
+#include "engine/autograd.h"
+#include "engine/dist.h"
+#include "engine/dist_ops.h"
+
 #include <math.h>
 #include <stdio.h>
 
@@ -97,8 +101,39 @@ BatchNorm batchnorm_create_with(ParamStore *store, const char *prefix, int64_t c
     return layer;
 }
 
+// Training-mode BatchNorm over the global batch of all ranks, composed from ops with two
+// differentiable all-reduces (the mean, then the centred sum of squares: the two-pass form, as
+// precise as the single-process op). Ranks hold equal shards (the loader's), so the element count
+// is the local one times the world size.
+static Tensor *synchronized_batchnorm(BatchNorm *layer, Tensor *x) {
+    int ndim = tensor_shape(x).ndim;
+    int dims[3] = {0, 2, 3};
+    int n_dims = ndim == 4 ? 3 : 1;
+    int64_t channels = tensor_shape(x).dims[1];
+    double count = (double)(shape_numel(tensor_shape(x)) / channels) * dist_world_size();
+    Shape per_channel = ndim == 4 ? SHAPE(1, channels, 1, 1) : SHAPE(1, channels);
+    Tensor *mean = op_mul_scalar(op_dist_all_reduce_sum(op_sum(x, dims, n_dims, false), "batch-norm sums"), 1.0 / count);
+    Tensor *centred = op_sub(x, op_reshape(mean, per_channel));
+    Tensor *var = op_mul_scalar(
+        op_dist_all_reduce_sum(op_sum(op_mul(centred, centred), dims, n_dims, false), "batch-norm squares"), 1.0 / count);
+    Tensor *scale = op_mul(layer->weight, op_rsqrt(op_add_scalar(var, layer->eps)));
+    Tensor *y = op_add(op_mul(centred, op_reshape(scale, per_channel)), op_reshape(layer->bias, per_channel));
+    // Running statistics as torch.nn.SyncBatchNorm / batch_norm: the unbiased variance.
+    bool was = autograd_set_enabled(false);
+    Tensor *m = tensor_detach(mean), *v = tensor_detach(var);
+    for (int64_t c = 0; c < channels; c++) {
+        double rm = tensor_get(layer->running_mean, c), rv = tensor_get(layer->running_var, c);
+        tensor_set(layer->running_mean, c, (1 - layer->momentum) * rm + layer->momentum * tensor_get(m, c));
+        tensor_set(layer->running_var, c,
+                   (1 - layer->momentum) * rv + layer->momentum * tensor_get(v, c) * count / (count > 1 ? count - 1 : 1));
+    }
+    autograd_set_enabled(was);
+    return y;
+}
+
 Tensor *batchnorm_forward(BatchNorm *layer, Tensor *x, bool training) {
     if (training) tensor_set(layer->num_batches_tracked, 0, tensor_get(layer->num_batches_tracked, 0) + 1);
+    if (training && layer->synchronized && dist_world_size() > 1) return synchronized_batchnorm(layer, x);
     return op_batch_norm(x, layer->weight, layer->bias, layer->running_mean, layer->running_var, training, layer->momentum,
                          layer->eps);
 }

@@ -21,6 +21,10 @@ typedef struct {
 typedef struct {
     Tensor *weight, *bias, *running_mean, *running_var, *num_batches_tracked;
     double momentum, eps;
+    // Synchronized BatchNorm (torch.nn.SyncBatchNorm): in training under several ranks
+    // (engine/dist), the batch statistics are those of the global batch, all-reduced across ranks,
+    // so the result is the single process's; one rank ignores it. CPU tensors.
+    bool synchronized;
 } BatchNorm;
 
 typedef struct {

@@ -113,7 +113,7 @@ int command_train(int argc, char **argv) {
     int64_t workers = 2, threads = 0, eval_every = 1, stop_at_step = 0;
     double dist_timeout = 300;
     double lr = 0.05, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0, backbone_lr = 1.0, bn_momentum = 0;
-    bool new_head = false, skip_bad_images = false, nesterov = true, zero1 = false;
+    bool new_head = false, skip_bad_images = false, nesterov = true, zero1 = false, sync_bn = false;
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
     static const char *const augments[] = {"none", "crop-flip", "randaugment", "imagenet", NULL};
     Flag flags[] = {
@@ -152,6 +152,7 @@ int command_train(int argc, char **argv) {
         {"resume", FLAG_STRING, &resume_dir, "checkpoint directory to continue from (<out>/checkpoint)", NULL},
         {"device", FLAG_STRING, &device, "auto | cpu | cuda[:N]", NULL},
         {"threads", FLAG_INT, &threads, "CPU threads for the model (0: all cores)", NULL},
+        {"sync-bn", FLAG_BOOL, &sync_bn, "under mpirun: BatchNorm statistics of the global batch (synchronized; CPU)", NULL},
         {"zero1", FLAG_BOOL, &zero1, "under mpirun: shard the optimizer state over the ranks (ZeRO stage 1; CPU)", NULL},
         {"dist-timeout", FLAG_DOUBLE, &dist_timeout, "under mpirun/srun: seconds a rank waits in a collective before stopping the run", NULL},
     };
@@ -227,6 +228,7 @@ int command_train(int argc, char **argv) {
     Classifier *model = classifier_create(model_name, &model_options, error, sizeof error);
     if (!model) FAIL(2, "--model: %s", error);
     if (bn_momentum > 0) classifier_set_bn_momentum(model, bn_momentum);
+    if (sync_bn) classifier_set_sync_batchnorm(model, true);
     if (pretrained && !resume_dir) {
         char report[4096] = "";
         if (classifier_load(model, pretrained, new_head ? CLASSIFIER_LOAD_NEW_HEAD : CLASSIFIER_LOAD_STRICT, report,
@@ -297,7 +299,7 @@ int command_train(int argc, char **argv) {
         snprintf(settings + used - 1, settings_size - (used - 1), ",\"world-size\":%d}", world_size);
     if (main_rank && write_settings(out_dir, state.user_json, train_source.dataset, error, sizeof error) != 0) FAIL(1, "%s", error);
     if (run_device.kind == DEVICE_CUDA) {
-        if (zero1) FAIL(2, "--zero1 shards host buffers only for now; train on the CPU or without --zero1");
+        if (zero1 || sync_bn) FAIL(2, "--zero1 and --sync-bn work on host buffers only for now; train on the CPU");
         params_to_device(params, run_device);
         optimizer_move_to_device(optimizer);
     }
