@@ -3,6 +3,8 @@
 // engine/dist_mpi.c (compiled with MPI when the Makefile finds it, as stubs otherwise).
 #include "engine/dist.h"
 
+#include "engine/gpu/gpu_comm.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,7 +288,25 @@ void dist_average_gradients(ParamStore *params, size_t bucket_bytes) {
     int64_t n = params->numel, buckets = (n + bucket - 1) / bucket;
     bool on_device = params->grads->device.kind != DEVICE_CPU;
     float *grads = params_grads(params), *staging = NULL;
-    if (on_device) {  // NCCL hook: reduce in place on the communication stream instead
+    if (on_device && gpu_comm_available()) {  // NCCL: in place on the device, bucket by bucket
+        if (!gpu_comm_ready()) {  // first use: rank 0's unique id reaches every rank over MPI
+            uint8_t message[GPU_COMM_UNIQUE_ID_BYTES + 1] = {0};  // the id, then 1 if rank 0 made one
+            char error[512] = "";
+            if (dist.rank == 0) message[GPU_COMM_UNIQUE_ID_BYTES] = gpu_comm_unique_id(message, error, sizeof error) == 0;
+            dist_broadcast(message, sizeof message, 0, "NCCL unique id");
+            if (!message[GPU_COMM_UNIQUE_ID_BYTES] ||
+                gpu_comm_init(message, dist.rank, dist.world_size, error, sizeof error) != 0)
+                tensor_fatal("dist", "NCCL: %s", *error ? error : "rank 0 could not create the unique id");
+        }
+        for (int64_t b = 0; b < buckets; b++) {
+            int64_t start = b * bucket, count = n - start < bucket ? n - start : bucket;
+            char what[64];
+            snprintf(what, sizeof what, "gradients, bucket %lld/%lld", (long long)(b + 1), (long long)buckets);
+            gpu_comm_all_reduce_avg_f32(grads + start, count, dist.timeout, what);
+        }
+        return;
+    }
+    if (on_device) {  // no NCCL in this program (the emulated device): through the host
         staging = malloc((size_t)(bucket < n ? bucket : n) * sizeof(float));
         if (!staging) tensor_fatal("dist", "out of memory");
     }

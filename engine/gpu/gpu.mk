@@ -30,9 +30,11 @@
 
 GPU_COMMON_OBJ := $(BUILD)/engine/gpu/gpu_allocator.o
 
-GPU_NONE_OBJ := $(BUILD)/engine/gpu/gpu_none.o $(GPU_COMMON_OBJ)
-GPU_EMULATED_OBJ := $(BUILD)/engine/gpu/gpu_emulated.o $(GPU_COMMON_OBJ)
-GPU_CUDART_OBJ := $(BUILD)/engine/gpu/gpu_cudart.o $(GPU_COMMON_OBJ)
+GPU_NONE_OBJ := $(BUILD)/engine/gpu/gpu_none.o $(BUILD)/engine/gpu/gpu_comm_none.o $(GPU_COMMON_OBJ)
+GPU_EMULATED_OBJ := $(BUILD)/engine/gpu/gpu_emulated.o $(BUILD)/engine/gpu/gpu_comm_none.o $(GPU_COMMON_OBJ)
+# Device collectives over NCCL (engine/gpu/gpu_comm.h), from the CUDA toolkit's include and lib64
+# directories or NCCL_HOME.
+GPU_CUDART_OBJ := $(BUILD)/engine/gpu/gpu_cudart.o $(BUILD)/engine/gpu/gpu_comm_nccl.o $(GPU_COMMON_OBJ)
 
 .PHONY: gpu-link-check
 
@@ -43,11 +45,19 @@ CUDA_HOME := $(patsubst %/bin/nvcc,%,$(realpath $(shell command -v $(NVCC))))
 CUDA_HOME := $(if $(CUDA_HOME),$(CUDA_HOME),/usr/local/cuda)
 endif
 CUDA_LIBDIR := $(CUDA_HOME)/lib64
-GPU_CUDART_CFLAGS := -I$(CUDA_HOME)/include $(CUDNN_CFLAGS) -Werror
-GPU_CUDA_LDLIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) $(CUDNN_LDFLAGS) -lcudart -lcublas -lcudnn
+ifneq ($(strip $(NCCL_HOME)),)
+NCCL_CFLAGS := -I$(NCCL_HOME)/include
+NCCL_LDFLAGS := -L$(NCCL_HOME)/lib -Wl,-rpath,$(NCCL_HOME)/lib
+endif
+GPU_CUDART_CFLAGS := -I$(CUDA_HOME)/include $(CUDNN_CFLAGS) $(NCCL_CFLAGS) -Werror
+GPU_CUDA_LDLIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) $(CUDNN_LDFLAGS) $(NCCL_LDFLAGS) -lcudart -lcublas -lcudnn -lnccl
 
 # Host code over the CUDA headers: compiled by the C compiler, not nvcc.
 $(BUILD)/engine/gpu/gpu_cudart.o: engine/gpu/gpu_cudart.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(GPU_CUDART_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/engine/gpu/gpu_comm_nccl.o: engine/gpu/gpu_comm_nccl.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(GPU_CUDART_CFLAGS) -MMD -MP -c $< -o $@
 
