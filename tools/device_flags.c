@@ -18,8 +18,15 @@ Device apply_device_and_threads(const char *command, const char *device, int64_t
     int count = gpu_device_count();
     if (strcmp(device, "auto") == 0) {
         if (count > 0) {
+            // Data parallel: one GPU per local rank (ranks beyond the GPUs of a node share them).
+            int index = dist_world_size() > 1 ? dist_local_rank() % count : 0;
+            char error[256];
+            if (gpu_select(index, error, sizeof error) != 0) {
+                fprintf(stderr, "error: tailor %s: --device auto: %s\n", command, error);
+                exit(2);
+            }
             fprintf(stderr, "tailor %s: running on %s (%s backend)\n", command, gpu_device_name(), gpu_backend_name());
-            return (Device){DEVICE_CUDA, 0};
+            return (Device){DEVICE_CUDA, index};
         }
         if (dist_is_main())  // under mpirun, rank 0 speaks for all
             fprintf(stderr, "tailor %s: %s; running on the cpu (%d threads)\n", command,
@@ -28,7 +35,7 @@ Device apply_device_and_threads(const char *command, const char *device, int64_t
         return device_cpu();
     }
     if (strncmp(device, "cuda", 4) == 0) {
-        int index = 0;
+        int index = dist_world_size() > 1 ? dist_local_rank() : 0;  // data parallel: the local rank's GPU
         char *end = NULL;
         if (device[4] == ':') index = (int)strtol(device + 5, &end, 10);
         if ((device[4] != 0 && device[4] != ':') || (device[4] == ':' && (end == device + 5 || *end))) {
