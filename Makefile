@@ -22,7 +22,8 @@ LDLIBS := -fopenmp -lm -lz -lpthread $(SANFLAGS)
 # Found through the MPI compiler wrapper (`mpicc --showme:compile` / `--showme:link`) or
 # pkg-config's ompi; without it (or with `make MPI=0`) dist_mpi.c compiles as stubs, the programs
 # run single-process and a launch with more than one rank stops with one line. Only dist_mpi.c
-# sees MPI's headers; only the programs that use engine/dist link libmpi (tailor*, test_dist).
+# sees MPI's headers; every program links libmpi when it is found, since the models reach
+# engine/dist through synchronized BatchNorm (MPI is initialised only under a launcher).
 MPI ?= 1
 ifeq ($(MPI),1)
 MPI_LDLIBS := $(strip $(or $(shell mpicc --showme:link 2>/dev/null),$(shell pkg-config --libs ompi 2>/dev/null)))
@@ -30,6 +31,7 @@ MPI_CFLAGS := $(strip $(or $(shell mpicc --showme:compile 2>/dev/null),$(shell p
 endif
 ifneq ($(MPI_LDLIBS),)
 MPI_DIST_CFLAGS := -DTAILOR_HAVE_MPI $(patsubst -I%,-isystem %,$(MPI_CFLAGS))
+LDLIBS += $(MPI_LDLIBS)
 endif
 # dist_mpi.o is rebuilt when MPI appears or goes (the flags are kept in a stamp file).
 MPI_STAMP := $(BUILD)/mpi.flags

@@ -8,15 +8,59 @@ until the time budget is spent (at least 3), and the peak resident memory. Not a
 
 Needs Debian's python3-torch / python3-torchvision; for the ViT, timm on the path (the tests/ref
 venv: /work/venv-ref/bin/python bench/bench_train_torch.py; see tests/ref/gen_model_goldens.py).
+
+BLAS: Debian's torch 1.13 is built with BLAS_INFO=generic, i.e. it calls whatever libblas.so.3
+the system's alternatives point at, and on this machine that is netlib's reference BLAS
+(single-threaded, ~4 GFLOP/s). Convolutions go through oneDNN and do not care, but every matmul
+(nn.Linear, attention's bmm) does: ViT-tiny measured 1.0 images/s, 124 s per step, all of it in
+netlib's sgemm_ -- an artefact of the install, not PyTorch's speed. For a fair comparison run with
+an optimised BLAS, without touching the system, e.g. Debian's OpenBLAS unpacked locally:
+
+    apt-get download libopenblas0-pthread && dpkg-deb -x libopenblas0-pthread_*.deb /tmp/oblas
+    LD_LIBRARY_PATH=/tmp/oblas/usr/lib/x86_64-linux-gnu/openblas-pthread \
+        /work/venv-ref/bin/python bench/bench_train_torch.py
+
+The script prints which libblas the process loaded, and warns when it is the reference one.
+OPENBLAS_NUM_THREADS / OMP_NUM_THREADS default to --threads (set before torch is imported).
 """
 import argparse
+import os
 import resource
 import statistics
+import sys
 import time
 
-import torch
-import torch.nn as nn
-import torchvision
+
+def _threads_from_argv():
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return "2"
+
+
+# BLAS libraries read their thread counts when they are loaded, i.e. when torch is imported.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, _threads_from_argv())
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torchvision  # noqa: E402
+
+
+def loaded_blas():
+    """The BLAS shared library this process mapped (path), or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        name = os.path.basename(path)
+        if name.startswith(("libblas.so", "libopenblas", "libmkl_rt", "libblis")):
+            return os.path.realpath(path)
+    return None
 
 
 def resnet18_cifar():
@@ -67,6 +111,11 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    blas = loaded_blas()
+    print(f"BLAS: {blas or 'unknown'}")
+    if blas and "/blas/" in blas and "openblas" not in blas:
+        print("warning: torch is using the reference (netlib) BLAS: its matmuls (nn.Linear, attention) are "
+              "~50x slower than an optimised BLAS; see this script's docstring for running it with OpenBLAS")
     bench("resnet18-cifar", resnet18_cifar(), args.batch_size, args.seconds)
     try:
         model = vit_tiny_patch4()

@@ -40,7 +40,10 @@ static Tensor *unary(UnaryOp op, Tensor *x, double p0, double p1) {
         node->ints[0] = op;
         node->reals[0] = p0;
         node->reals[1] = p1;
-        autograd_save(node, 0, xc);
+        // ReLU's derivative (x > 0) equals (y > 0) for every x (y = x where x > 0, else 0, NaN stays
+        // NaN): keep y only, so the input (typically a batch-norm output) is freed after the forward
+        // instead of living until the backward -- one activation tensor less per ReLU.
+        autograd_save(node, 0, op == UNARY_relu ? y : xc);
         autograd_save(node, 1, y);
     }
     return y;

@@ -1,6 +1,8 @@
 #include "engine/tensor.h"
 
+#include <omp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -480,12 +482,106 @@ void tensor_copy_raw(Tensor *dst, const Tensor *src) {
     host_copy(dst, src);
 }
 
+// Copies above this many bytes are split over the OpenMP threads (a training step copies tens of
+// megabytes at a time: head splits and merges in attention, transposes for matmul).
+#define PARALLEL_COPY_BYTES ((int64_t)1 << 20)
+
+// Same-dtype copy between two tensors of the same shape, walked as coalesced dims: the innermost
+// dim as a typed strided loop, the outer ones as an odometer; parallel over rows of the outer dims
+// when large. False (nothing done) for element sizes other than 1, 2, 4, 8 or too many dims.
+static bool host_copy_strided(Tensor *dst, const Tensor *src, int64_t n) {
+    size_t element = dtype_size(src->dtype);
+    if (element != 1 && element != 2 && element != 4 && element != 8) return false;
+    int64_t shape[TENSOR_MAX_DIMS], ss[TENSOR_MAX_DIMS], ds[TENSOR_MAX_DIMS];
+    int nd = 0;
+    for (int d = 0; d < src->ndim; d++) {
+        if (src->shape[d] == 1) continue;
+        if (dst->stride[d] == 0) return false;  // a broadcast destination: keep the serial order of writes
+        if (nd > 0 && ss[nd - 1] == src->stride[d] * src->shape[d] && ds[nd - 1] == dst->stride[d] * src->shape[d]) {
+            shape[nd - 1] *= src->shape[d];  // merge into the previous dim
+            ss[nd - 1] = src->stride[d];
+            ds[nd - 1] = dst->stride[d];
+            continue;
+        }
+        shape[nd] = src->shape[d];
+        ss[nd] = src->stride[d];
+        ds[nd] = dst->stride[d];
+        nd++;
+    }
+    if (nd == 0) {
+        shape[0] = 1;
+        ss[0] = ds[0] = 1;
+        nd = 1;
+    }
+    const int64_t inner = shape[nd - 1], s_in = ss[nd - 1], d_in = ds[nd - 1], rows = n / inner;
+    char *const dbase = (char *)dst->storage->data + dst->offset * (int64_t)element;
+    const char *const sbase = (const char *)src->storage->data + src->offset * (int64_t)element;
+    int64_t pieces = (int64_t)element * n >= PARALLEL_COPY_BYTES && !omp_in_parallel() ? 8 * (int64_t)omp_get_max_threads() : 1;
+    if (pieces > rows) pieces = rows;
+#pragma omp parallel for schedule(static) if (pieces > 1)
+    for (int64_t piece = 0; piece < pieces; piece++) {
+        int64_t r0 = rows * piece / pieces, r1 = rows * (piece + 1) / pieces;
+        int64_t index[TENSOR_MAX_DIMS] = {0}, s_at = 0, d_at = 0, rest = r0;
+        for (int d = nd - 2; d >= 0; d--) {  // odometer position of row r0
+            index[d] = rest % shape[d];
+            rest /= shape[d];
+            s_at += index[d] * ss[d];
+            d_at += index[d] * ds[d];
+        }
+        for (int64_t r = r0; r < r1; r++) {
+#define COPY_ROW(T)                                                                            \
+    {                                                                                          \
+        T *restrict dp = (T *)dbase + d_at;                                                    \
+        const T *restrict sp = (const T *)sbase + s_at;                                        \
+        if (s_in == 1 && d_in == 1) memcpy(dp, sp, (size_t)inner * sizeof(T));                 \
+        else                                                                                   \
+            for (int64_t i = 0; i < inner; i++) dp[i * d_in] = sp[i * s_in];                   \
+    }
+            switch (element) {
+            case 1: COPY_ROW(uint8_t) break;
+            case 2: COPY_ROW(uint16_t) break;
+            case 4: COPY_ROW(uint32_t) break;
+            default: COPY_ROW(uint64_t) break;
+            }
+#undef COPY_ROW
+            for (int d = nd - 2; d >= 0; d--) {
+                if (++index[d] < shape[d]) {
+                    s_at += ss[d];
+                    d_at += ds[d];
+                    break;
+                }
+                s_at -= (shape[d] - 1) * ss[d];
+                d_at -= (shape[d] - 1) * ds[d];
+                index[d] = 0;
+            }
+        }
+    }
+    return true;
+}
+
 static void host_copy(Tensor *dst, const Tensor *src) {
     int64_t n = tensor_numel(dst);
     if (dst->dtype == src->dtype && tensor_is_contiguous(dst) && tensor_is_contiguous(src)) {
-        memmove(tensor_data(dst), tensor_data(src), (size_t)n * dtype_size(dst->dtype));
+        size_t bytes = (size_t)n * dtype_size(dst->dtype);
+        char *d = tensor_data(dst);
+        const char *s = tensor_data(src);
+        // Split over threads only when the two ranges do not overlap (memmove semantics otherwise).
+        if ((int64_t)bytes >= PARALLEL_COPY_BYTES && (d + bytes <= s || s + bytes <= d) && !omp_in_parallel()) {
+            int64_t pieces = omp_get_max_threads();
+#pragma omp parallel for schedule(static)
+            for (int64_t p = 0; p < pieces; p++) {
+                size_t lo = bytes * (size_t)p / (size_t)pieces, hi = bytes * (size_t)(p + 1) / (size_t)pieces;
+                memcpy(d + lo, s + lo, hi - lo);
+            }
+        } else {
+            memmove(d, s, bytes);
+        }
         return;
     }
+    // Same dtype and shape, storages that do not alias: the typed strided path.
+    if (dst->dtype == src->dtype && tensor_same_shape(dst, src) && dst->storage != src->storage &&
+        host_copy_strided(dst, src, n))
+        return;
     // Generic path: odometer over the logical shape of src, both tensors walked by their strides.
     int64_t index[TENSOR_MAX_DIMS] = {0};
     int64_t src_at = src->offset, dst_at = dst->offset;
@@ -548,6 +644,8 @@ void tensor_fill_raw(Tensor *t, double value) {
     }
     if (tensor_is_contiguous(t) && t->dtype == DTYPE_F32) {
         float *p = tensor_f32(t), v = (float)value;
+        // Large fills (gradient buffers, tens of megabytes in a training step) on all threads.
+#pragma omp parallel for simd schedule(static) if (n * (int64_t)sizeof(float) >= PARALLEL_COPY_BYTES && !omp_in_parallel())
         for (int64_t i = 0; i < n; i++) p[i] = v;
     } else {
         for (int64_t i = 0; i < n; i++) tensor_set(t, i, value);

@@ -24,6 +24,14 @@ void conv_geometry_finish(ConvGeometry *g) {
 // A GEMM below this many multiply-adds does not split well over threads (gemm.c gives a thread at
 // least 96^3), so small per-item GEMMs run one per thread instead.
 #define CONV_SPLIT_GEMM_VOLUME (4.0 * 96 * 96 * 96)
+// A chunk's im2col matrix is built and consumed in row blocks of about this many elements (whole
+// input channels, at least one), so that the block stays in the core's L2 (2 MiB here) from im2col
+// to the GEMM's packing, next to the packed panel, instead of being written out to memory and read
+// back (ResNet-18 layer1: 576 x 1024 floats = 2.3 MB per image). The same buffer then holds the
+// block's rows of the column gradient on their way to col2im.
+#ifndef CONV_BLOCK_ELEMENTS
+#define CONV_BLOCK_ELEMENTS ((int64_t)1 << 17)
+#endif
 
 // How a convolution is cut into work items: item = (chunk of nb images, group).
 typedef struct {
@@ -34,6 +42,7 @@ typedef struct {
     int64_t items;           // chunks * groups
     int threads;             // > 1: items run in parallel, one thread each, single-threaded GEMMs
     int pointwise;           // 1x1, stride 1, no padding: x is its own im2col matrix
+    int64_t block_rows;      // im2col rows built and multiplied at a time (whole input channels)
 } ConvPlan;
 
 static ConvPlan conv_plan(const ConvGeometry *g) {
@@ -67,6 +76,11 @@ static ConvPlan conv_plan(const ConvGeometry *g) {
                          (plan.items % threads == 0 || plan.items >= 4 * threads ||
                           item_volume < CONV_SPLIT_GEMM_VOLUME);
     plan.threads = parallel_items ? threads : 1;
+    int64_t taps = g->kh * g->kw > 0 ? g->kh * g->kw : 1;
+    int64_t channels = CONV_BLOCK_ELEMENTS / (taps * nb * P);
+    if (channels < 1) channels = 1;
+    if (channels > plan.cin_g) channels = plan.cin_g;
+    plan.block_rows = channels * taps;
     return plan;
 }
 
