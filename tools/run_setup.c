@@ -1,11 +1,9 @@
 // Run setup shared by the training commands (tools/run_setup.h).
 #include "tools/run_setup.h"
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "engine/json.h"
 
