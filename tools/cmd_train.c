@@ -57,8 +57,12 @@ static double read_best(const char *out_dir) {
     size_t n = fread(text, 1, sizeof text - 1, file);
     fclose(file);
     text[n] = '\0';
-    const char *at = strstr(text, "\"top1\":");
-    return at ? atof(at + 7) : -1;
+    char error[128];
+    JsonValue *root = json_parse(text, n, error, sizeof error);  // unreadable: no best yet
+    double top1 = -1;
+    if (!root || json_double(json_get(root, "top1"), &top1) != 0) top1 = -1;
+    json_free(root);
+    return top1;
 }
 
 static int write_best(const char *out_dir, const Classifier *model, int64_t epoch, int64_t step, double top1,
