@@ -32,6 +32,10 @@ const char *unary_op_name(UnaryOp op) {
 DEFINE_DERIVATIVES(float, f32)
 DEFINE_DERIVATIVES(double, f64)
 
+// f32 GELU has its own vectorised loops (gelu.c); f64 uses the formula (gradient checks, references).
+#define VECTOR_GELU_f32 1
+#define VECTOR_GELU_f64 0
+
 // One forward and one backward function per (op, type); the switch picks the loop once per call,
 // so each inner loop is a plain vectorisable expression.
 #define DEFINE_UNARY_KERNELS(real, suffix)                                                                   \
@@ -39,6 +43,10 @@ DEFINE_DERIVATIVES(double, f64)
                                     double p1_in) {                                                         \
         const real p0 = (real)p0_in, p1 = (real)p1_in;                                                      \
         (void)p1;                                                                                           \
+        if (VECTOR_GELU_##suffix && op == UNARY_gelu) {                                                     \
+            cpu_gelu_forward_f32((const float *)x_in, (float *)y_out, n);                                   \
+            return;                                                                                         \
+        }                                                                                                   \
         switch (op) {                                                                                       \
             UNARY_OP_LIST(UNARY_FORWARD_CASE)                                                               \
         default: break;                                                                                     \
@@ -48,6 +56,10 @@ DEFINE_DERIVATIVES(double, f64)
                                      real *gx_out, int64_t n, double p0_in, double p1_in) {                 \
         const real p0 = (real)p0_in, p1 = (real)p1_in;                                                      \
         (void)p1;                                                                                           \
+        if (VECTOR_GELU_##suffix && op == UNARY_gelu) {                                                     \
+            cpu_gelu_backward_f32((const float *)x_in, (const float *)g_in, (float *)gx_out, n);            \
+            return;                                                                                         \
+        }                                                                                                   \
         switch (op) {                                                                                       \
             UNARY_OP_LIST(UNARY_BACKWARD_CASE)                                                              \
         default: break;                                                                                     \
