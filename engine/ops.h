@@ -141,6 +141,11 @@ Tensor *op_entropy(Tensor *logits, Reduction reduction);
 // q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv]. mask NULL, or u8 (1 = attend, broadcast to
 // [..., Tq, Tk]) or float (added to the scores). scale <= 0 means 1/sqrt(D).
 Tensor *op_scaled_dot_product_attention(Tensor *q, Tensor *k, Tensor *v, Tensor *mask, bool causal, double scale);
+// Multi-head self-attention from a packed projection: qkv [B, T, 3 * D] laid out as [B, T, 3, H, Dh]
+// (timm's/CLIP's qkv Linear), D = heads * Dh -> [B, T, D] (heads concatenated, ready for the output
+// projection). The same as splitting q, k, v per head and calling op_scaled_dot_product_attention,
+// without the permute copies: on the CPU a fused kernel (engine/cpu/attention.c).
+Tensor *op_self_attention(Tensor *qkv, int heads, bool causal, double scale);
 
 // ---------------------------------------------------------------- raw helpers (no autograd)
 void op_add_inplace_raw(Tensor *dst, Tensor *src);  // dst += src, same shape

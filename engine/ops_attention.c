@@ -1,6 +1,7 @@
 // Scaled dot-product attention, softmax(q k^T * scale + mask) v, composed from matmul and softmax
 // so that its gradient comes from theirs. Scores take O(Tq * Tk) memory per head; the CUDA path
 // replaces this with a tiled flash-attention kernel.
+#include "engine/cpu/attention.h"
 #include "engine/ops_internal.h"
 #include "kernels/attention.h"
 
@@ -112,4 +113,51 @@ Tensor *op_scaled_dot_product_attention(Tensor *q, Tensor *k, Tensor *v, Tensor 
         else scores = op_add(scores, op_to_dtype(mask, q->dtype));
     }
     return op_matmul(op_softmax(scores, -1), v);
+}
+
+// ---------------------------------------------------------------- self-attention from packed qkv
+// saved: 0 contiguous qkv, 1 probabilities [B, H, T, T]; ints: B, T, H, Dh; reals: scale.
+
+static void self_attention_backward(AutogradNode *node, Tensor *grad_out) {
+    const int64_t *n = node->ints;
+    Tensor *qkv = node->saved[0], *dout = contiguous(grad_out);
+    Tensor *dqkv = tensor_empty_like(qkv);
+    DISPATCH_FLOAT(qkv, cpu_self_attention_backward, tensor_data(qkv), tensor_data(node->saved[1]), tensor_data(dout),
+                   tensor_data(dqkv), n[0], n[1], n[2], n[3], node->reals[0]);
+    autograd_pass_grad(node, 0, dqkv);
+}
+
+Tensor *op_self_attention(Tensor *qkv, int heads, bool causal, double scale) {
+    const char *op = "self_attention";
+    check_float_input_any_device(op, qkv);
+    char shape[96];
+    if (qkv->ndim != 3 || heads < 1 || qkv->shape[2] % (3 * (int64_t)heads))
+        tensor_fatal(op, "qkv %s must be [B, T, 3 * D] with D a multiple of the %d heads",
+                     tensor_shape_string(qkv, shape, sizeof shape), heads);
+    int64_t B = qkv->shape[0], T = qkv->shape[1], D = qkv->shape[2] / 3, H = heads, Dh = D / H;
+    if (scale <= 0) scale = 1.0 / sqrt((double)Dh);
+    if (tensor_is_cuda(qkv) || B * T == 0) {
+        // The CUDA device composes the per-head views with its flash-attention kernel.
+        Tensor *split = op_reshape(qkv, SHAPE(B, T, 3, H, Dh));
+        static const int to_heads[4] = {0, 2, 1, 3};
+        Tensor *q = op_permute(op_select(split, 2, 0), to_heads);
+        Tensor *k = op_permute(op_select(split, 2, 1), to_heads);
+        Tensor *v = op_permute(op_select(split, 2, 2), to_heads);
+        Tensor *attended = op_scaled_dot_product_attention(q, k, v, NULL, causal, scale);
+        return op_reshape(op_transpose(attended, 1, 2), SHAPE(B, T, D));
+    }
+    Tensor *qc = contiguous(qkv);
+    Tensor *out = tensor_empty(qkv->dtype, SHAPE(B, T, D));
+    Tensor *probs = tensor_empty(qkv->dtype, SHAPE(B, H, T, T));
+    DISPATCH_FLOAT(qkv, cpu_self_attention_forward, tensor_data(qc), tensor_data(out), tensor_data(probs), B, T, H, Dh,
+                   causal, scale);
+    if (autograd_needed(1, &qkv)) {
+        AutogradNode *node = autograd_record(out, op, self_attention_backward, 1, &qkv);
+        autograd_save(node, 0, qc);
+        autograd_save(node, 1, probs);
+        const int64_t ints[4] = {B, T, H, Dh};
+        for (int i = 0; i < 4; i++) node->ints[i] = ints[i];
+        node->reals[0] = scale;
+    }
+    return out;
 }

@@ -74,17 +74,10 @@ void vit_free(Vit *net) {
     net->blocks = NULL;
 }
 
+// timm's Attention: one qkv Linear, heads split as [B, T, 3, H, Dh], scale head_dim^-0.5, heads
+// concatenated into the output projection.
 static Tensor *attention(const Vit *net, const VitBlock *b, Tensor *x) {
-    int64_t B = x->shape[0], T = x->shape[1], D = net->config.embed_dim, H = net->config.heads;
-    // [B, T, 3D] -> [B, T, 3, H, Dh] -> q, k, v [B, H, T, Dh]
-    Tensor *qkv = op_reshape(linear_forward(&b->qkv, x), SHAPE(B, T, 3, H, D / H));
-    static const int to_heads[4] = {0, 2, 1, 3};
-    Tensor *q = op_permute(op_select(qkv, 2, 0), to_heads);
-    Tensor *k = op_permute(op_select(qkv, 2, 1), to_heads);
-    Tensor *v = op_permute(op_select(qkv, 2, 2), to_heads);
-    Tensor *attended = op_scaled_dot_product_attention(q, k, v, NULL, false, 0);  // scale head_dim^-0.5
-    attended = op_reshape(op_transpose(attended, 1, 2), SHAPE(B, T, D));
-    return linear_forward(&b->proj, attended);
+    return linear_forward(&b->proj, op_self_attention(linear_forward(&b->qkv, x), net->config.heads, false, 0));
 }
 
 Tensor *vit_forward_tokens(Vit *net, Tensor *x, Tensor **blocks_out) {

@@ -374,13 +374,10 @@ static Block block_create(uint64_t seed) {
     return b;
 }
 
-// x [B, T, D] -> logits [B, 5]: pre-norm attention (2 heads) and MLP, mean over tokens.
+// x [B, T, D] -> logits [B, 5]: pre-norm causal attention (2 heads) and MLP, mean over tokens.
 static Tensor *block_forward(Block *b, Tensor *x) {
-    const int64_t B = x->shape[0], T = x->shape[1], H = 2, Dh = 8;
-    Tensor *qkv = op_reshape(linear_forward(&b->qkv, layernorm_forward(&b->ln1, x)), SHAPE(B, T, 3, H, Dh));
-    Tensor *q = op_permute(op_select(qkv, 2, 0), (int[]){0, 2, 1, 3}), *k = op_permute(op_select(qkv, 2, 1), (int[]){0, 2, 1, 3});
-    Tensor *v = op_permute(op_select(qkv, 2, 2), (int[]){0, 2, 1, 3});
-    Tensor *attended = op_reshape(op_permute(op_scaled_dot_product_attention(q, k, v, NULL, true, 0), (int[]){0, 2, 1, 3}), SHAPE(B, T, H * Dh));
+    // op_self_attention: the fused kernel on the CPU, per-head views + flash attention on the device.
+    Tensor *attended = op_self_attention(linear_forward(&b->qkv, layernorm_forward(&b->ln1, x)), 2, true, 0);
     x = op_add(x, linear_forward(&b->proj, attended));
     x = op_add(x, linear_forward(&b->fc2, op_gelu(linear_forward(&b->fc1, layernorm_forward(&b->ln2, x)))));
     int token_dim = 1;

@@ -156,6 +156,44 @@ GRAD_CASE(grad_attention, "attention", op_scaled_dot_product_attention(in[0], in
 GRAD_CASE(grad_attention_causal, "attention", op_scaled_dot_product_attention(in[0], in[1], in[2], NULL, true, 0.3), X(SHAPE(2, 1, 4, 3)), X(SHAPE(2, 1, 4, 3)), X(SHAPE(2, 1, 4, 3)))
 GRAD_CASE(grad_attention_bool_mask, "attention", attention_masked(in), X(SHAPE(2, 3, 4)), X(SHAPE(2, 4, 4)), X(SHAPE(2, 4, 3)))
 GRAD_CASE(grad_attention_additive_mask, "attention", op_scaled_dot_product_attention(in[0], in[1], in[2], in[3], false, 0), X(SHAPE(1, 3, 2)), X(SHAPE(1, 4, 2)), X(SHAPE(1, 4, 2)), X(SHAPE(3, 4)))
+GRAD_CASE(grad_self_attention, "self_attention", op_self_attention(in[0], 2, false, 0), X(SHAPE(2, 5, 12)))
+GRAD_CASE(grad_self_attention_causal, "self_attention", op_self_attention(in[0], 3, true, 0.4), X(SHAPE(1, 4, 9)))
+
+// The fused CPU kernel in f32 against the composed op (per-head views + scaled_dot_product_attention),
+// forward and the qkv gradient, causal or not, with T and head sizes that are not multiples of the
+// GEMM tiles. Both sum the same products in different orders in f32: the bound is a few ulps of the
+// magnitudes involved (values here are O(1), sums of <= 2 * 23 terms), 2e-5 absolute.
+static Tensor *composed_self_attention(Tensor *qkv, int heads, bool causal) {
+    int64_t B = qkv->shape[0], T = qkv->shape[1], D = qkv->shape[2] / 3;
+    Tensor *split = op_reshape(qkv, SHAPE(B, T, 3, heads, D / heads));
+    static const int to_heads[4] = {0, 2, 1, 3};
+    Tensor *q = op_permute(op_select(split, 2, 0), to_heads), *k = op_permute(op_select(split, 2, 1), to_heads);
+    Tensor *v = op_permute(op_select(split, 2, 2), to_heads);
+    return op_reshape(op_transpose(op_scaled_dot_product_attention(q, k, v, NULL, causal, 0), 1, 2), SHAPE(B, T, D));
+}
+
+TEST(self_attention_f32_matches_composed) {
+    static const int64_t shapes[][4] = {{3, 23, 2, 5}, {2, 65, 3, 16}, {1, 1, 1, 4}};  // B, T, H, Dh
+    for (int s = 0; s < 3; s++)
+        for (int causal = 0; causal < 2; causal++) {
+            TensorScope scope = tensor_scope_begin();
+            int64_t B = shapes[s][0], T = shapes[s][1], H = shapes[s][2], D = H * shapes[s][3];
+            Tensor *qkv = tensor_keep(gradcheck_input(SHAPE(B, T, 3 * D), 1.0, 0.0));
+            Tensor *weights = gradcheck_input(SHAPE(B, T, D), 1.0, 0.0);
+            bool previous = autograd_set_enabled(false);  // a and b: f32 leaves of their own
+            Tensor *a = tensor_keep(op_to_dtype(qkv, DTYPE_F32)), *b = tensor_keep(op_to_dtype(qkv, DTYPE_F32));
+            autograd_set_enabled(previous);
+            tensor_requires_grad(a);
+            tensor_requires_grad(b);
+            Tensor *w = op_to_dtype(weights, DTYPE_F32);
+            Tensor *fused = op_self_attention(a, (int)H, causal, 0), *composed = composed_self_attention(b, (int)H, causal);
+            tensor_backward(op_sum_all(op_mul(fused, w)), NULL);
+            tensor_backward(op_sum_all(op_mul(composed, w)), NULL);
+            for (int64_t i = 0; i < tensor_numel(fused); i++) CHECK_CLOSE(tensor_get(fused, i), tensor_get(composed, i), 2e-5, 0);
+            for (int64_t i = 0; i < tensor_numel(a); i++) CHECK_CLOSE(tensor_get(a->grad, i), tensor_get(b->grad, i), 2e-5, 0);
+            tensor_scope_end(scope);
+        }
+}
 
 int main(void) {
     RUN_TEST(grad_add_broadcast);
@@ -223,6 +261,9 @@ int main(void) {
     RUN_TEST(grad_attention_causal);
     RUN_TEST(grad_attention_bool_mask);
     RUN_TEST(grad_attention_additive_mask);
+    RUN_TEST(grad_self_attention);
+    RUN_TEST(grad_self_attention_causal);
+    RUN_TEST(self_attention_f32_matches_composed);
     printf("report: gradient-checked ops: %s\n", gradcheck_checked_ops());
     return test_summary();
 }
