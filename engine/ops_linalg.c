@@ -1,5 +1,7 @@
 // Matrix products: matmul with numpy semantics and linear layers, on the handwritten GEMM.
 // Transposed views (as backward produces) are handed to the GEMM as transpose flags, not copied.
+#include <string.h>
+
 #include "engine/cpu/gemm.h"
 #include "engine/gpu/gpu.h"
 #include "kernels/gemm.h"
@@ -123,6 +125,52 @@ Tensor *op_matmul(Tensor *a, Tensor *b) {
     return out->ndim == final.ndim && shape_equal(tensor_shape(out), final) ? out : op_reshape(out, final);
 }
 
+// ---------------------------------------------------------------- linear with bias on the CPU
+// y = x W^T + b as one GEMM whose C starts as the bias rows (beta = 1): the composed form (GEMM, then
+// a broadcast add) makes another pass over the output and allocates a second one. The backward is
+// the composed one's: dx = dy W, dW = dy^T x, db = column sums of dy. inputs: x, weight, bias.
+
+static void linear_backward(AutogradNode *node, Tensor *g) {
+    Tensor *x = node->inputs[0], *weight = node->inputs[1];
+    int64_t N = weight->shape[0], K = weight->shape[1];
+    Tensor *g2 = op_reshape(g, SHAPE(-1, N));
+    Tensor *x2 = op_reshape(x, SHAPE(-1, K));
+    if (autograd_input_needs_grad(node, 0)) autograd_pass_grad(node, 0, op_reshape(matmul_core(g2, weight), tensor_shape(x)));
+    if (autograd_input_needs_grad(node, 1)) autograd_pass_grad(node, 1, matmul_core(op_transpose(g2, 0, 1), x2));
+    if (autograd_input_needs_grad(node, 2)) {
+        int rows = 0;
+        autograd_pass_grad(node, 2, op_sum(g2, &rows, 1, false));
+    }
+}
+
+static Tensor *linear_with_bias_cpu(Tensor *x, Tensor *weight, Tensor *bias) {
+    int64_t N = weight->shape[0], K = weight->shape[1], M = tensor_numel(x) / (K ? K : 1);
+    Shape out_shape = tensor_shape(x);
+    out_shape.dims[out_shape.ndim - 1] = N;
+    Tensor *out = tensor_empty(x->dtype, out_shape);
+    Tensor *x2 = contiguous(op_reshape(x, SHAPE(-1, K)));
+    MatrixOperand mw = matrix_operand(weight);  // op(B) = W^T: W [N, K] read transposed
+    Tensor *b = contiguous(bias);
+    if (x->dtype == DTYPE_F32) {
+        float *y = tensor_f32(out);
+        const float *bias_row = tensor_f32(b);
+#pragma omp parallel for if (M * N >= 65536)
+        for (int64_t i = 0; i < M; i++) memcpy(y + i * N, bias_row, (size_t)N * sizeof(float));
+        if (M * N > 0 && K > 0)
+            sgemm(0, !mw.trans, M, N, K, 1.0f, tensor_f32(x2), K, tensor_f32(mw.t), mw.ld, 1.0f, y, N);
+    } else {
+        double *y = tensor_f64(out);
+        const double *bias_row = tensor_f64(b);
+#pragma omp parallel for if (M * N >= 65536)
+        for (int64_t i = 0; i < M; i++) memcpy(y + i * N, bias_row, (size_t)N * sizeof(double));
+        if (M * N > 0 && K > 0)
+            dgemm(0, !mw.trans, M, N, K, 1.0, tensor_f64(x2), K, tensor_f64(mw.t), mw.ld, 1.0, y, N);
+    }
+    Tensor *inputs[3] = {x, weight, bias};
+    if (autograd_needed(3, inputs)) autograd_record(out, "linear", linear_backward, 3, inputs);
+    return out;
+}
+
 Tensor *op_linear(Tensor *x, Tensor *weight, Tensor *bias) {
     if (weight->ndim != 2) tensor_fatal("linear", "weight must be [out_features, in_features]");
     if (x->ndim == 0 || x->shape[x->ndim - 1] != weight->shape[1]) {
@@ -130,6 +178,9 @@ Tensor *op_linear(Tensor *x, Tensor *weight, Tensor *bias) {
         tensor_fatal("linear", "input %s does not match weight %s (last input dim must equal in_features)",
                      tensor_shape_string(x, sx, sizeof sx), tensor_shape_string(weight, sw, sizeof sw));
     }
+    if (bias && !tensor_is_cuda(x) && (x->dtype == DTYPE_F32 || x->dtype == DTYPE_F64) && x->dtype == weight->dtype && bias->dtype == weight->dtype && bias->ndim == 1 &&
+        bias->shape[0] == weight->shape[0] && !tensor_is_cuda(weight) && !tensor_is_cuda(bias))
+        return linear_with_bias_cpu(x, weight, bias);
     Tensor *y = op_matmul(x, op_transpose(weight, 0, 1));
     return bias ? op_add(y, bias) : y;
 }
