@@ -151,21 +151,15 @@ static Tensor *linear_with_bias_cpu(Tensor *x, Tensor *weight, Tensor *bias) {
     Tensor *x2 = contiguous(op_reshape(x, SHAPE(-1, K)));
     MatrixOperand mw = matrix_operand(weight);  // op(B) = W^T: W [N, K] read transposed
     Tensor *b = contiguous(bias);
-    if (x->dtype == DTYPE_F32) {
-        float *y = tensor_f32(out);
-        const float *bias_row = tensor_f32(b);
+    const size_t row_bytes = (size_t)N * dtype_size(x->dtype);
+    char *y = tensor_data(out);
+    const char *bias_row = tensor_data(b);
 #pragma omp parallel for if (M * N >= 65536)
-        for (int64_t i = 0; i < M; i++) memcpy(y + i * N, bias_row, (size_t)N * sizeof(float));
-        if (M * N > 0 && K > 0)
-            sgemm(0, !mw.trans, M, N, K, 1.0f, tensor_f32(x2), K, tensor_f32(mw.t), mw.ld, 1.0f, y, N);
-    } else {
-        double *y = tensor_f64(out);
-        const double *bias_row = tensor_f64(b);
-#pragma omp parallel for if (M * N >= 65536)
-        for (int64_t i = 0; i < M; i++) memcpy(y + i * N, bias_row, (size_t)N * sizeof(double));
-        if (M * N > 0 && K > 0)
-            dgemm(0, !mw.trans, M, N, K, 1.0, tensor_f64(x2), K, tensor_f64(mw.t), mw.ld, 1.0, y, N);
-    }
+    for (int64_t i = 0; i < M; i++) memcpy(y + (size_t)i * row_bytes, bias_row, row_bytes);
+    if (M * N > 0 && K > 0 && x->dtype == DTYPE_F32)
+        sgemm(0, !mw.trans, M, N, K, 1.0f, tensor_f32(x2), K, tensor_f32(mw.t), mw.ld, 1.0f, tensor_f32(out), N);
+    else if (M * N > 0 && K > 0)
+        dgemm(0, !mw.trans, M, N, K, 1.0, tensor_f64(x2), K, tensor_f64(mw.t), mw.ld, 1.0, tensor_f64(out), N);
     Tensor *inputs[3] = {x, weight, bias};
     if (autograd_needed(3, inputs)) autograd_record(out, "linear", linear_backward, 3, inputs);
     return out;
