@@ -57,7 +57,7 @@ DEFINE_DERIVATIVES(double, f64)
         const real p0 = (real)p0_in, p1 = (real)p1_in;                                                      \
         (void)p1;                                                                                           \
         if (VECTOR_GELU_##suffix && op == UNARY_gelu) {                                                     \
-            cpu_gelu_backward_f32((const float *)x_in, (const float *)g_in, (float *)gx_out, n);            \
+            cpu_gelu_backward_f32((const float *)x_in, (const float *)y_in, (const float *)g_in, (float *)gx_out, n); \
             return;                                                                                         \
         }                                                                                                   \
         switch (op) {                                                                                       \

@@ -43,10 +43,11 @@ void cpu_unary_forward_f32(UnaryOp op, const float *x, float *y, int64_t n, doub
 void cpu_unary_forward_f64(UnaryOp op, const double *x, double *y, int64_t n, double p0, double p1);
 void cpu_unary_backward_f32(UnaryOp op, const float *x, const float *y, const float *grad_y, float *grad_x,
                             int64_t n, double p0, double p1);
-// GELU in f32 (engine/cpu/gelu.c): vectorised, within ~0.5 ulp of the exact value; the unary
-// functions above call these for UNARY_gelu.
+// GELU in f32 (engine/cpu/gelu.c): vectorised, the forward within ~0.5 ulp of the exact value; the
+// unary functions above call these for UNARY_gelu. The backward is cheaper given the forward's
+// output y (within ~1 ulp of the derivative's terms), and works from x alone when y is NULL.
 void cpu_gelu_forward_f32(const float *x, float *y, int64_t n);
-void cpu_gelu_backward_f32(const float *x, const float *grad_y, float *grad_x, int64_t n);
+void cpu_gelu_backward_f32(const float *x, const float *y, const float *grad_y, float *grad_x, int64_t n);
 void cpu_unary_backward_f64(UnaryOp op, const double *x, const double *y, const double *grad_y, double *grad_x,
                             int64_t n, double p0, double p1);
 
