@@ -148,3 +148,16 @@ LayerNorm layernorm_create(ParamStore *store, const char *prefix, int64_t featur
 }
 
 Tensor *layernorm_forward(const LayerNorm *layer, Tensor *x) { return op_layer_norm(x, layer->weight, layer->bias, layer->eps); }
+
+GroupNorm groupnorm_create(ParamStore *store, const char *prefix, int groups, int64_t channels, double eps) {
+    char name[128];
+    GroupNorm layer = {.groups = groups, .eps = eps};
+    layer.weight = params_add(store, joined(name, sizeof name, prefix, "weight"), SHAPE(channels), PARAM_GROUP_NO_DECAY);
+    tensor_fill_raw(layer.weight, 1.0);
+    layer.bias = params_add(store, joined(name, sizeof name, prefix, "bias"), SHAPE(channels), PARAM_GROUP_NO_DECAY);
+    return layer;
+}
+
+Tensor *groupnorm_forward(const GroupNorm *layer, Tensor *x) {
+    return op_group_norm(x, layer->groups, layer->weight, layer->bias, layer->eps);
+}

@@ -32,6 +32,12 @@ typedef struct {
     double eps;
 } LayerNorm;
 
+typedef struct {
+    Tensor *weight, *bias;
+    int groups;
+    double eps;
+} GroupNorm;
+
 // nn.Linear: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)).
 // With rng NULL (linear and conv) the tensors stay zero, for a model that initialises them itself.
 Linear linear_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, bool bias, Rng *rng);
@@ -50,6 +56,10 @@ Tensor *batchnorm_forward(BatchNorm *layer, Tensor *x, bool training);
 
 LayerNorm layernorm_create(ParamStore *store, const char *prefix, int64_t features, double eps);
 Tensor *layernorm_forward(const LayerNorm *layer, Tensor *x);
+
+// nn.GroupNorm(groups, channels, eps, affine=True): weight 1, bias 0.
+GroupNorm groupnorm_create(ParamStore *store, const char *prefix, int groups, int64_t channels, double eps);
+Tensor *groupnorm_forward(const GroupNorm *layer, Tensor *x);
 
 // Fills a tensor in place from U(low, high) or N(mean, std).
 void init_uniform(Tensor *t, Rng *rng, double low, double high);

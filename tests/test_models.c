@@ -25,19 +25,14 @@
 #include "engine/safetensors.h"
 #include "models/classifier.h"
 #include "tests/check.h"
+#include "tests/golden_compare.h"
 
 TEST_MAIN_COUNTERS;
 
 static const Device CUDA0 = {DEVICE_CUDA, 0};
 static SafetensorsFile *golden;
 
-// ---------------------------------------------------------------- tolerances
-// An element passes when |actual - expected| <= atol * scale + rtol * |expected|, where scale is
-// the largest |expected| of the tensor (gradients of different layers differ by orders of
-// magnitude; a per-tensor scale keeps one tolerance meaningful for all of them).
-typedef struct {
-    double atol, rtol;
-} Tolerance;
+// ---------------------------------------------------------------- tolerances (tests/golden_compare.h)
 
 // Forward values (logits, pooled features, feature maps, the loss): f32 through up to ~20 layers
 // whose dot products (K up to ~300) PyTorch's oneDNN/MKL sums in another order than our GEMM, and
@@ -65,91 +60,6 @@ static const Tolerance BUFFER = {5e-6, 1e-5};
 // allow 2e-5 absolute. (The cases are chosen well-conditioned: with a batch of 4 through the
 // BatchNorm1d bottleneck, PyTorch's own f32 and f64 runs differ by 4e-4 after 5 steps.)
 static const double SGD_LOSS_ATOL = 2e-5;
-
-static bool print_errors;
-
-// ---------------------------------------------------------------- golden access
-typedef struct {
-    const char *name;
-    bool device;
-    const SafetensorsEntry *used[1024];
-    int n_used;
-} Case;
-
-static const SafetensorsEntry *golden_get(Case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const SafetensorsEntry *golden_get(Case *c, const char *fmt, ...) {
-    char suffix[256], name[512];
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(suffix, sizeof suffix, fmt, args);
-    va_end(args);
-    snprintf(name, sizeof name, "%s/%s", c->name, suffix);
-    const SafetensorsEntry *e = safetensors_find(golden, name);
-    if (e && c->n_used < (int)(sizeof c->used / sizeof c->used[0])) c->used[c->n_used++] = e;
-    return e;
-}
-
-static Shape entry_shape(const SafetensorsEntry *e) {
-    Shape s = {.ndim = e->ndim};
-    for (int d = 0; d < e->ndim; d++) s.dims[d] = e->shape[d];
-    return s;
-}
-
-static Tensor *entry_tensor(const SafetensorsEntry *e) { return tensor_from_data(e->dtype, entry_shape(e), e->data); }
-
-static double entry_get(const SafetensorsEntry *e, int64_t i) {
-    unsigned char bytes[8];
-    size_t size = dtype_size(e->dtype);
-    memcpy(bytes, (const unsigned char *)e->data + (size_t)i * size, size);
-    return dtype_load(bytes, e->dtype, 0);
-}
-
-// Compares a tensor (any device) with a golden one; one failure line with the worst element.
-// floor: an absolute amount always allowed (see GRADIENT_FLOOR).
-static void compare_floor(Case *c, const char *what, Tensor *actual, const SafetensorsEntry *expected, Tolerance tol,
-                          double floor) {
-    if (!expected) {
-        CHECK_MSG(expected, "%s%s: %s: no golden tensor", c->name, c->device ? " (device)" : "", what);
-        return;
-    }
-    if (!actual) {
-        CHECK_MSG(actual, "%s%s: %s: no tensor computed", c->name, c->device ? " (device)" : "", what);
-        return;
-    }
-    char a_shape[96], e_shape[96];
-    if (!shape_equal(tensor_shape(actual), entry_shape(expected))) {
-        CHECK_MSG(false, "%s%s: %s: shape %s, expected %s", c->name, c->device ? " (device)" : "", what,
-                  tensor_shape_string(actual, a_shape, sizeof a_shape), shape_string(entry_shape(expected), e_shape, sizeof e_shape));
-        return;
-    }
-    TensorScope scope = tensor_scope_begin();
-    Tensor *host = tensor_to_device_raw(actual, device_cpu());
-    int64_t n = tensor_numel(host), bad = 0, worst = -1;
-    double scale = 0, max_diff = 0, max_used = 0, worst_excess = 0;
-    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(entry_get(expected, i)));
-    for (int64_t i = 0; i < n; i++) {
-        double a = tensor_get(host, i), e = entry_get(expected, i), diff = fabs(a - e);
-        double allowed = tol.atol * scale + tol.rtol * fabs(e) + floor;
-        if (!(diff <= allowed)) {
-            double excess = isnan(diff) ? INFINITY : diff - allowed;
-            if (worst < 0 || excess > worst_excess) worst = i, worst_excess = excess;
-            bad++;
-        }
-        if (diff > max_diff || isnan(diff)) max_diff = diff;
-        if (allowed > 0 && diff / allowed > max_used) max_used = diff / allowed;
-    }
-    if (print_errors)
-        printf("  error %-18s %-6s %-48s max |diff| %.3g, %.3g of scale %.3g, %.3f of the allowed\n", c->name,
-               c->device ? "device" : "cpu", what, max_diff, scale > 0 ? max_diff / scale : 0.0, scale, max_used);
-    CHECK_MSG(bad == 0, "%s%s: %s: %lld of %lld elements differ; worst %lld: %.9g, expected %.9g (scale %.3g)", c->name,
-              c->device ? " (device)" : "", what, (long long)bad, (long long)n, (long long)worst,
-              worst >= 0 ? tensor_get(host, worst) : 0.0, worst >= 0 ? entry_get(expected, worst) : 0.0, scale);
-    tensor_scope_end(scope);
-}
-
-static void compare(Case *c, const char *what, Tensor *actual, const SafetensorsEntry *expected, Tolerance tol) {
-    compare_floor(c, what, actual, expected, tol, 0.0);
-}
 
 // ---------------------------------------------------------------- building a case's model
 static int64_t config_int(const JsonValue *config, const char *key) {
@@ -210,23 +120,23 @@ static Classifier *model_for(const char *name, const JsonValue *config) {
 }
 
 // Copies "<case>/init/<name>" into every parameter and buffer (the model is on the CPU or the device).
-static void load_init(Case *c, Classifier *model) {
+static void load_init(GoldenCase *c, Classifier *model) {
     TensorScope scope = tensor_scope_begin();
     for (int i = 0; i < model->params->count; i++) {
         const Param *p = &model->params->items[i];
         const SafetensorsEntry *e = golden_get(c, "init/%s", p->name);
-        CHECK_MSG(e && shape_equal(entry_shape(e), tensor_shape(p->value)), "%s: init/%s missing or of another shape", c->name, p->name);
-        if (!e || !shape_equal(entry_shape(e), tensor_shape(p->value))) continue;
-        tensor_copy_raw(p->value, op_to_dtype(entry_tensor(e), DTYPE_F32));
+        CHECK_MSG(e && shape_equal(golden_entry_shape(e), tensor_shape(p->value)), "%s: init/%s missing or of another shape", c->name, p->name);
+        if (!e || !shape_equal(golden_entry_shape(e), tensor_shape(p->value))) continue;
+        tensor_copy_raw(p->value, op_to_dtype(golden_entry_tensor(e), DTYPE_F32));
     }
     tensor_scope_end(scope);
 }
 
-static Tensor *on(Case *c, Tensor *t) { return c->device ? tensor_to_device_raw(t, CUDA0) : t; }
+static Tensor *on(GoldenCase *c, Tensor *t) { return c->device ? tensor_to_device_raw(t, CUDA0) : t; }
 
 // 5 SGD steps (lr 0.05, momentum 0.9, weight decay 5e-4 on the weights) from the golden init, in
 // train mode on the same batch: the loss before each step and after the last against `losses`.
-static void sgd_steps(Case *c, Classifier *model, Tensor *x, Tensor *y, const SafetensorsEntry *losses) {
+static void sgd_steps(GoldenCase *c, Classifier *model, Tensor *x, Tensor *y, const SafetensorsEntry *losses) {
     load_init(c, model);
     Optimizer *sgd = optimizer_new_sgd(model->params->numel, 0.05, 0.9, 0, 0, 5e-4);
     CHECK(classifier_add_optimizer_groups(model, sgd, 1.0, 1.0, 5e-4) == 0);
@@ -236,7 +146,7 @@ static void sgd_steps(Case *c, Classifier *model, Tensor *x, Tensor *y, const Sa
         TensorScope scope = tensor_scope_begin();
         params_zero_grad(model->params);
         Tensor *loss = op_cross_entropy(classifier_forward(model, x, true), on(c, y), cross_entropy_defaults());
-        double value = tensor_item(loss), expected = entry_get(losses, step);
+        double value = tensor_item(loss), expected = golden_entry_get(losses, step);
         if (step < 5) {
             tensor_backward(loss, NULL);
             optimizer_step(sgd, params_values(model->params), params_grads(model->params));
@@ -246,14 +156,15 @@ static void sgd_steps(Case *c, Classifier *model, Tensor *x, Tensor *y, const Sa
                   c->device ? " (device)" : "", step, value, expected);
         tensor_scope_end(scope);
     }
-    if (print_errors)
+    if (golden_print_errors)
         printf("  error %-18s %-6s %-48s max |diff| %.3g\n", c->name, c->device ? "device" : "cpu", "sgd losses", max_diff);
     optimizer_free(sgd);
 }
 
 // One case on one device: eval, train, and (unless skip_sgd) 5 SGD steps.
 static void run_case(const char *name, const JsonValue *config, bool device, bool skip_sgd) {
-    Case *c = calloc(1, sizeof *c);
+    GoldenCase *c = calloc(1, sizeof *c);
+    c->file = golden;
     c->name = name;
     c->device = device;
     Classifier *model = model_for(name, config);
@@ -264,7 +175,7 @@ static void run_case(const char *name, const JsonValue *config, bool device, boo
     load_init(c, model);
     if (device) params_to_device(model->params, CUDA0);
     TensorScope outer = tensor_scope_begin();
-    Tensor *x = on(c, entry_tensor(golden_get(c, "x"))), *y = entry_tensor(golden_get(c, "y"));
+    Tensor *x = on(c, golden_entry_tensor(golden_get(c, "x"))), *y = golden_entry_tensor(golden_get(c, "y"));
     char what[256];
     TensorScope scope = tensor_scope_begin();
 
@@ -272,12 +183,12 @@ static void run_case(const char *name, const JsonValue *config, bool device, boo
     bool previous = autograd_set_enabled(false);
     ClassifierOutput out = classifier_run(model, x, false, CLASSIFIER_WANT_STAGES);
     autograd_set_enabled(previous);
-    compare(c, "eval logits", out.logits, golden_get(c, "eval/logits"), FORWARD);
-    compare(c, "eval pooled features", out.pooled, golden_get(c, "eval/pooled"), FORWARD);
+    golden_compare(c, "eval logits", out.logits, golden_get(c, "eval/logits"), FORWARD);
+    golden_compare(c, "eval pooled features", out.pooled, golden_get(c, "eval/pooled"), FORWARD);
     for (int i = 0; i < out.n_stages; i++) {
         const SafetensorsEntry *e = golden_get(c, "eval/stage%d", i);
         snprintf(what, sizeof what, "eval stage %d", i);
-        if (e) compare(c, what, out.stages[i], e, FORWARD);
+        if (e) golden_compare(c, what, out.stages[i], e, FORWARD);
     }
 
     // Train mode: batch statistics, running-statistic updates, gradients.
@@ -285,24 +196,24 @@ static void run_case(const char *name, const JsonValue *config, bool device, boo
     Tensor *logits = classifier_forward(model, x, true);
     Tensor *loss = op_cross_entropy(logits, on(c, y), cross_entropy_defaults());
     tensor_backward(loss, NULL);
-    compare(c, "train logits", logits, golden_get(c, "train/logits"), FORWARD);
-    compare(c, "train loss", loss, golden_get(c, "train/loss"), FORWARD);
+    golden_compare(c, "train logits", logits, golden_get(c, "train/logits"), FORWARD);
+    golden_compare(c, "train loss", loss, golden_get(c, "train/loss"), FORWARD);
     double largest_gradient = 0;
     for (int i = 0; i < model->params->count; i++) {
         const Param *p = &model->params->items[i];
         snprintf(what, sizeof what, "%s/train/grad/%s", name, p->name);
         const SafetensorsEntry *e = p->group >= 0 ? safetensors_find(golden, what) : NULL;
-        for (int64_t j = 0; e && j < tensor_numel(p->value); j++) largest_gradient = fmax(largest_gradient, fabs(entry_get(e, j)));
+        for (int64_t j = 0; e && j < tensor_numel(p->value); j++) largest_gradient = fmax(largest_gradient, fabs(golden_entry_get(e, j)));
     }
     for (int i = 0; i < model->params->count; i++) {
         const Param *p = &model->params->items[i];
         if (p->group >= 0) {
             snprintf(what, sizeof what, "grad %s", p->name);
-            compare_floor(c, what, p->value->grad, golden_get(c, "train/grad/%s", p->name), GRADIENT,
+            golden_compare_floor(c, what, p->value->grad, golden_get(c, "train/grad/%s", p->name), GRADIENT,
                           GRADIENT_FLOOR * largest_gradient);
         } else {
             snprintf(what, sizeof what, "after %s", p->name);
-            compare(c, what, p->value, golden_get(c, "train/after/%s", p->name), BUFFER);
+            golden_compare(c, what, p->value, golden_get(c, "train/after/%s", p->name), BUFFER);
         }
     }
     tensor_scope_end(scope);
@@ -795,7 +706,7 @@ TEST(export_for_pytorch) {
 }
 
 int main(void) {
-    print_errors = getenv("TAILOR_GOLDEN_ERRORS") != NULL;
+    golden_print_errors = getenv("TAILOR_GOLDEN_ERRORS") != NULL;
     char path[4096], error[512];
     const char *root = getenv("TAILOR_ROOT");
     snprintf(path, sizeof path, "%s%stests/golden/models.safetensors", root && *root ? root : "", root && *root ? "/" : "");

@@ -1,0 +1,37 @@
+// Comparing what our models compute with golden tensors that tests/ref scripts wrote with the
+// reference implementations (PyTorch, timm, diffusers) into a safetensors file: one failure line
+// per compared tensor, naming its worst element.
+#pragma once
+#include <stdbool.h>
+
+#include "engine/safetensors.h"
+#include "engine/tensor.h"
+
+// An element passes when |actual - expected| <= atol * scale + rtol * |expected| (+ a floor), where
+// scale is the largest |expected| of the tensor: gradients of different layers differ by orders of
+// magnitude, and a per-tensor scale keeps one tolerance meaningful for all of them.
+typedef struct {
+    double atol, rtol;
+} Tolerance;
+
+// One golden case: its tensors are "<name>/<suffix>" in file; used[] records which were read, so a
+// test can check that none was left unchecked.
+typedef struct {
+    SafetensorsFile *file;
+    const char *name;
+    bool device;  // computed on the (emulated) CUDA device: named so in messages
+    const SafetensorsEntry *used[1024];
+    int n_used;
+} GoldenCase;
+
+// TAILOR_GOLDEN_ERRORS=1: print each comparison's largest error and the share of its tolerance used.
+extern bool golden_print_errors;
+
+const SafetensorsEntry *golden_get(GoldenCase *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+Shape golden_entry_shape(const SafetensorsEntry *e);
+Tensor *golden_entry_tensor(const SafetensorsEntry *e);  // a CPU tensor over the entry's data
+double golden_entry_get(const SafetensorsEntry *e, int64_t i);
+// Compares a tensor (any device) with a golden one. floor: an absolute amount always allowed.
+void golden_compare_floor(GoldenCase *c, const char *what, Tensor *actual, const SafetensorsEntry *expected, Tolerance tol,
+                          double floor);
+void golden_compare(GoldenCase *c, const char *what, Tensor *actual, const SafetensorsEntry *expected, Tolerance tol);
