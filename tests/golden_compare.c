@@ -83,3 +83,30 @@ void golden_compare_floor(GoldenCase *c, const char *what, Tensor *actual, const
 void golden_compare(GoldenCase *c, const char *what, Tensor *actual, const SafetensorsEntry *expected, Tolerance tol) {
     golden_compare_floor(c, what, actual, expected, tol, 0.0);
 }
+
+void golden_load_state(GoldenCase *c, ParamStore *store) {
+    int loaded = 0, expected = 0;
+    for (int i = 0; i < store->count; i++) {
+        const SafetensorsEntry *e = golden_get(c, "init/%s", store->items[i].name);
+        Tensor *value = store->items[i].value;
+        bool fits = e && e->dtype == DTYPE_F32 && value->dtype == DTYPE_F32 && shape_equal(tensor_shape(value), golden_entry_shape(e));
+        CHECK_MSG(fits, "%s: no golden f32 weight %s of this shape", c->name, store->items[i].name);
+        if (fits) memcpy(tensor_data(value), e->data, (size_t)tensor_numel(value) * sizeof(float)), loaded++;
+    }
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "%s/init/", c->name);
+    for (int i = 0; i < safetensors_count(c->file); i++)
+        expected += !strncmp(safetensors_entry(c->file, i)->name, prefix, strlen(prefix));
+    CHECK_MSG(loaded == expected, "%s: loaded %d weights, the reference has %d", c->name, loaded, expected);
+}
+
+void golden_check_all_used(GoldenCase *c) {
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "%s/", c->name);
+    for (int i = 0; i < safetensors_count(c->file); i++) {
+        const SafetensorsEntry *e = safetensors_entry(c->file, i);
+        bool seen = strncmp(e->name, prefix, strlen(prefix)) != 0;
+        for (int k = 0; k < c->n_used && !seen; k++) seen = c->used[k] == e;
+        CHECK_MSG(seen, "%s: golden tensor %s was not checked", c->name, e->name);
+    }
+}

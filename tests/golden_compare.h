@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 #include "engine/safetensors.h"
+#include "engine/params.h"
 #include "engine/tensor.h"
 
 // An element passes when |actual - expected| <= atol * scale + rtol * |expected| (+ a floor), where
@@ -35,3 +36,10 @@ double golden_entry_get(const SafetensorsEntry *e, int64_t i);
 void golden_compare_floor(GoldenCase *c, const char *what, Tensor *actual, const SafetensorsEntry *expected, Tolerance tol,
                           double floor);
 void golden_compare(GoldenCase *c, const char *what, Tensor *actual, const SafetensorsEntry *expected, Tolerance tol);
+
+// Loads every parameter and buffer of store from "<case>/init/<name>" (f32, same shapes), and checks
+// that the golden state dict has no tensor the store lacks (no unexpected names). Call before
+// params_finalize.
+void golden_load_state(GoldenCase *c, ParamStore *store);
+// Checks that every "<case>/..." tensor of the file was read through golden_get.
+void golden_check_all_used(GoldenCase *c);

@@ -51,26 +51,7 @@ static void run_case(const char *name, bool device) {
     ParamStore *store = params_new();
     Unet net;
     unet_create(&net, store, "", config, NULL);
-    int loaded = 0;
-    for (int i = 0; i < store->count; i++) {
-        const SafetensorsEntry *e = golden_get(c, "init/%s", store->items[i].name);
-        CHECK_MSG(e, "%s: no golden weight for %s", name, store->items[i].name);
-        if (!e) continue;
-        Tensor *value = store->items[i].value;
-        CHECK_MSG(shape_equal(tensor_shape(value), golden_entry_shape(e)), "%s: %s has another shape", name,
-                  store->items[i].name);
-        if (shape_equal(tensor_shape(value), golden_entry_shape(e))) {
-            memcpy(tensor_data(value), e->data, (size_t)tensor_numel(value) * sizeof(float));
-            loaded++;
-        }
-    }
-    // Every weight of the reference model exists here (no unexpected names).
-    int golden_weights = 0;
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "%s/init/", name);
-    for (int i = 0; i < safetensors_count(golden); i++)
-        golden_weights += !strncmp(safetensors_entry(golden, i)->name, prefix, strlen(prefix));
-    CHECK_MSG(loaded == golden_weights, "%s: loaded %d weights, the reference has %d", name, loaded, golden_weights);
+    golden_load_state(c, store);
     params_finalize(store);
     if (device) params_to_device(store, CUDA0);
 
@@ -89,15 +70,7 @@ static void run_case(const char *name, bool device) {
     }
     golden_compare(c, "grad sample", sample->grad, golden_get(c, "grad_sample"), GRADIENT);
     if (context) golden_compare(c, "grad context", context->grad, golden_get(c, "grad_context"), GRADIENT);
-    // Nothing in the case went unchecked.
-    snprintf(prefix, sizeof prefix, "%s/", name);
-    for (int i = 0; i < safetensors_count(golden); i++) {
-        const SafetensorsEntry *e = safetensors_entry(golden, i);
-        if (strncmp(e->name, prefix, strlen(prefix))) continue;
-        bool seen = false;
-        for (int k = 0; k < c->n_used && !seen; k++) seen = c->used[k] == e;
-        CHECK_MSG(seen, "%s: golden tensor %s was not checked", name, e->name);
-    }
+    golden_check_all_used(c);
     unet_free(&net);
     params_free(store);
     free(c);
