@@ -172,26 +172,6 @@ static const char *join(char *buffer, size_t size, const char *prefix, const cha
     return buffer;
 }
 
-static Conv2d conv3x3(ParamStore *store, const char *name, int64_t in, int64_t out, int stride, Rng *rng) {
-    Conv2dParams p = conv2d_params(stride, 1, 1, 1);
-    return conv2d_create(store, name, in, out, 3, p, true, rng);
-}
-
-static UnetResnet resnet_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, int64_t temb,
-                                const UnetConfig *c, Rng *rng) {
-    char name[256];
-    UnetResnet r = {.has_shortcut = in != out};
-    r.norm1 = groupnorm_create(store, join(name, sizeof name, prefix, "norm1"), c->norm_groups, in, c->norm_eps);
-    r.conv1 = conv3x3(store, join(name, sizeof name, prefix, "conv1"), in, out, 1, rng);
-    r.time_projection = linear_create(store, join(name, sizeof name, prefix, "time_emb_proj"), temb, out, true, rng);
-    r.norm2 = groupnorm_create(store, join(name, sizeof name, prefix, "norm2"), c->norm_groups, out, c->norm_eps);
-    r.conv2 = conv3x3(store, join(name, sizeof name, prefix, "conv2"), out, out, 1, rng);
-    if (r.has_shortcut)
-        r.shortcut = conv2d_create(store, join(name, sizeof name, prefix, "conv_shortcut"), in, out, 1,
-                                   conv2d_params(1, 0, 1, 1), true, rng);
-    return r;
-}
-
 static UnetTransformer transformer_create(ParamStore *store, const char *prefix, int64_t channels, int heads,
                                           const UnetConfig *c, Rng *rng) {
     char name[256];
@@ -231,16 +211,17 @@ static void block_create(UnetBlock *block, ParamStore *store, const char *prefix
                          Rng *rng) {
     char name[256];
     *block = (UnetBlock){.resnet_count = count, .has_sampler = sampler};
-    block->resnets = calloc((size_t)count, sizeof(UnetResnet));
+    block->resnets = calloc((size_t)count, sizeof(ResnetBlock2d));
     if (cross) block->attentions = calloc((size_t)count, sizeof(UnetTransformer));
     if (!block->resnets || (cross && !block->attentions)) tensor_fatal("unet", "out of memory");
     for (int j = 0; j < count; j++) {
-        block->resnets[j] = resnet_create(store, join(name, sizeof name, prefix, "resnets.%d.", j), in_widths[j], out, temb, c, rng);
+        block->resnets[j] = resnet_block2d_create(store, join(name, sizeof name, prefix, "resnets.%d.", j), in_widths[j], out, temb,
+                                                  c->norm_groups, c->norm_eps, rng);
         if (cross)
             block->attentions[j] = transformer_create(store, join(name, sizeof name, prefix, "attentions.%d.", j), out, heads, c, rng);
     }
     if (sampler)
-        block->sampler = conv3x3(store, join(name, sizeof name, prefix, down ? "downsamplers.0.conv" : "upsamplers.0.conv"), out,
+        block->sampler = conv3x3_create(store, join(name, sizeof name, prefix, down ? "downsamplers.0.conv" : "upsamplers.0.conv"), out,
                                  out, down ? 2 : 1, rng);
 }
 
@@ -259,7 +240,7 @@ void unet_create(Unet *net, ParamStore *store, const char *prefix, UnetConfig co
                                           SHAPE(c->num_class_embeds, temb), PARAM_GROUP_DECAY);
         if (rng) init_normal(net->class_embedding, rng, 0.0, 1.0);  // nn.Embedding's default
     }
-    net->conv_in = conv3x3(store, join(name, sizeof name, prefix, "conv_in"), c->in_channels, base, 1, rng);
+    net->conv_in = conv3x3_create(store, join(name, sizeof name, prefix, "conv_in"), c->in_channels, base, 1, rng);
     int64_t widths[UNET_MAX_LEVELS + 2];
     int64_t output = base;
     for (int i = 0; i < L; i++) {
@@ -273,11 +254,13 @@ void unet_create(Unet *net, ParamStore *store, const char *prefix, UnetConfig co
     }
     int64_t top = c->block_out_channels[L - 1];
     if (c->mid_block != UNET_MID_NONE)
-        net->mid_resnets[0] = resnet_create(store, join(name, sizeof name, prefix, "mid_block.resnets.0."), top, top, temb, c, rng);
+        net->mid_resnets[0] = resnet_block2d_create(store, join(name, sizeof name, prefix, "mid_block.resnets.0."), top, top, temb,
+                                                    c->norm_groups, c->norm_eps, rng);
     if (c->mid_block == UNET_MID_CROSS_ATTENTION) {
         net->mid_attention = transformer_create(store, join(name, sizeof name, prefix, "mid_block.attentions.0."), top,
                                                 c->heads[L - 1], c, rng);
-        net->mid_resnets[1] = resnet_create(store, join(name, sizeof name, prefix, "mid_block.resnets.1."), top, top, temb, c, rng);
+        net->mid_resnets[1] = resnet_block2d_create(store, join(name, sizeof name, prefix, "mid_block.resnets.1."), top, top, temb,
+                                                    c->norm_groups, c->norm_eps, rng);
     }
     output = top;
     for (int i = 0; i < L; i++) {
@@ -295,7 +278,7 @@ void unet_create(Unet *net, ParamStore *store, const char *prefix, UnetConfig co
                      false, temb, c, rng);
     }
     net->norm_out = groupnorm_create(store, join(name, sizeof name, prefix, "conv_norm_out"), c->norm_groups, base, c->norm_eps);
-    net->conv_out = conv3x3(store, join(name, sizeof name, prefix, "conv_out"), base, c->out_channels, 1, rng);
+    net->conv_out = conv3x3_create(store, join(name, sizeof name, prefix, "conv_out"), base, c->out_channels, 1, rng);
 }
 
 void unet_free(Unet *net) {
@@ -328,14 +311,6 @@ Tensor *unet_timestep_embedding(Tensor *timesteps, int64_t dim, bool flip_sin_to
         }
     }
     return tensor_is_cuda(timesteps) ? tensor_to_device_raw(out, timesteps->storage->device) : out;
-}
-
-static Tensor *resnet_forward(const UnetResnet *r, Tensor *x, Tensor *temb_activated) {
-    Tensor *h = conv2d_forward(&r->conv1, op_silu(groupnorm_forward(&r->norm1, x)));
-    Tensor *t = linear_forward(&r->time_projection, temb_activated);  // [B, out]
-    h = op_add(h, op_reshape(t, SHAPE(t->shape[0], t->shape[1], 1, 1)));
-    h = conv2d_forward(&r->conv2, op_silu(groupnorm_forward(&r->norm2, h)));
-    return op_add(r->has_shortcut ? conv2d_forward(&r->shortcut, x) : x, h);
 }
 
 // [B, T, D] -> [B, heads, T, D / heads]
@@ -417,22 +392,22 @@ Tensor *unet_forward(Unet *net, Tensor *sample, Tensor *timesteps, Tensor *conte
     for (int i = 0; i < c->levels; i++) {
         UnetBlock *block = &net->down[i];
         for (int j = 0; j < block->resnet_count; j++) {
-            h = resnet_forward(&block->resnets[j], h, temb_activated);
+            h = resnet_block2d_forward(&block->resnets[j], h, temb_activated);
             if (block->attentions) h = transformer_forward(&block->attentions[j], h, context, c->linear_projection);
             skips[n_skips++] = h;
         }
         if (block->has_sampler) skips[n_skips++] = h = conv2d_forward(&block->sampler, h);
     }
-    if (c->mid_block != UNET_MID_NONE) h = resnet_forward(&net->mid_resnets[0], h, temb_activated);
+    if (c->mid_block != UNET_MID_NONE) h = resnet_block2d_forward(&net->mid_resnets[0], h, temb_activated);
     if (c->mid_block == UNET_MID_CROSS_ATTENTION) {
         h = transformer_forward(&net->mid_attention, h, context, c->linear_projection);
-        h = resnet_forward(&net->mid_resnets[1], h, temb_activated);
+        h = resnet_block2d_forward(&net->mid_resnets[1], h, temb_activated);
     }
     for (int i = 0; i < c->levels; i++) {
         UnetBlock *block = &net->up[i];
         for (int j = 0; j < block->resnet_count; j++) {
             Tensor *parts[2] = {h, skips[--n_skips]};
-            h = resnet_forward(&block->resnets[j], op_concat(parts, 2, 1), temb_activated);
+            h = resnet_block2d_forward(&block->resnets[j], op_concat(parts, 2, 1), temb_activated);
             if (block->attentions) h = transformer_forward(&block->attentions[j], h, context, c->linear_projection);
         }
         if (block->has_sampler)

@@ -16,6 +16,7 @@
 #include "engine/params.h"
 #include "engine/rng.h"
 #include "models/nn.h"
+#include "models/resnet_block2d.h"
 
 #define UNET_MAX_LEVELS 6
 
@@ -42,12 +43,6 @@ typedef struct {
 // (num_attention_heads = num_attention_heads or attention_head_dim); each head is channels / heads
 // wide. SD 1.x: attention_head_dim 8 -> 8 heads at every level.
 
-typedef struct {
-    GroupNorm norm1, norm2;
-    Conv2d conv1, conv2, shortcut;
-    Linear time_projection;
-    bool has_shortcut;
-} UnetResnet;
 
 typedef struct {
     LayerNorm norm1, norm2, norm3;
@@ -66,7 +61,7 @@ typedef struct {
 
 typedef struct {
     int resnet_count;
-    UnetResnet *resnets;
+    ResnetBlock2d *resnets;
     UnetTransformer *attentions;  // NULL for blocks without cross-attention
     Conv2d sampler;              // downsampler / upsampler conv
     bool has_sampler;
@@ -80,7 +75,7 @@ typedef struct {
     Conv2d conv_in, conv_out;
     GroupNorm norm_out;
     UnetBlock down[UNET_MAX_LEVELS], up[UNET_MAX_LEVELS];
-    UnetResnet mid_resnets[2];
+    ResnetBlock2d mid_resnets[2];
     UnetTransformer mid_attention;
 } Unet;
 
