@@ -62,22 +62,14 @@ int clip_text_config_from_json(const char *json_text, ClipTextConfig *config, ch
     return status;
 }
 
-static const char *named(char *buffer, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static const char *named(char *buffer, size_t size, const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(buffer, size, fmt, args);
-    va_end(args);
-    return buffer;
-}
 
 void clip_text_create(ClipText *net, ParamStore *store, const char *prefix, ClipTextConfig c, Rng *rng) {
     char name[256];
     *net = (ClipText){.config = c};
     int64_t W = c.width;
-    net->token_embedding = params_add(store, named(name, sizeof name, "%stext_model.embeddings.token_embedding.weight", prefix),
+    net->token_embedding = params_add(store, param_name(name, sizeof name, "%stext_model.embeddings.token_embedding.weight", prefix),
                                       SHAPE(c.vocab_size, W), PARAM_GROUP_DECAY);
-    net->position_embedding = params_add(store, named(name, sizeof name, "%stext_model.embeddings.position_embedding.weight", prefix),
+    net->position_embedding = params_add(store, param_name(name, sizeof name, "%stext_model.embeddings.position_embedding.weight", prefix),
                                          SHAPE(c.max_positions, W), PARAM_GROUP_DECAY);
     // transformers' CLIP initialisation: embeddings N(0, 0.02); Linear layers as nn.Linear here.
     if (rng) init_normal(net->token_embedding, rng, 0.0, 0.02), init_normal(net->position_embedding, rng, 0.0, 0.01);
@@ -87,18 +79,18 @@ void clip_text_create(ClipText *net, ParamStore *store, const char *prefix, Clip
         ClipTextLayer *l = &net->layers[i];
         char base[160];
         snprintf(base, sizeof base, "%stext_model.encoder.layers.%lld.", prefix, (long long)i);
-        l->norm1 = layernorm_create(store, named(name, sizeof name, "%slayer_norm1", base), W, c.eps);
-        l->q = linear_create(store, named(name, sizeof name, "%sself_attn.q_proj", base), W, W, true, rng);
-        l->k = linear_create(store, named(name, sizeof name, "%sself_attn.k_proj", base), W, W, true, rng);
-        l->v = linear_create(store, named(name, sizeof name, "%sself_attn.v_proj", base), W, W, true, rng);
-        l->out = linear_create(store, named(name, sizeof name, "%sself_attn.out_proj", base), W, W, true, rng);
-        l->norm2 = layernorm_create(store, named(name, sizeof name, "%slayer_norm2", base), W, c.eps);
-        l->fc1 = linear_create(store, named(name, sizeof name, "%smlp.fc1", base), W, c.intermediate, true, rng);
-        l->fc2 = linear_create(store, named(name, sizeof name, "%smlp.fc2", base), c.intermediate, W, true, rng);
+        l->norm1 = layernorm_create(store, param_name(name, sizeof name, "%slayer_norm1", base), W, c.eps);
+        l->q = linear_create(store, param_name(name, sizeof name, "%sself_attn.q_proj", base), W, W, true, rng);
+        l->k = linear_create(store, param_name(name, sizeof name, "%sself_attn.k_proj", base), W, W, true, rng);
+        l->v = linear_create(store, param_name(name, sizeof name, "%sself_attn.v_proj", base), W, W, true, rng);
+        l->out = linear_create(store, param_name(name, sizeof name, "%sself_attn.out_proj", base), W, W, true, rng);
+        l->norm2 = layernorm_create(store, param_name(name, sizeof name, "%slayer_norm2", base), W, c.eps);
+        l->fc1 = linear_create(store, param_name(name, sizeof name, "%smlp.fc1", base), W, c.intermediate, true, rng);
+        l->fc2 = linear_create(store, param_name(name, sizeof name, "%smlp.fc2", base), c.intermediate, W, true, rng);
     }
-    net->final_norm = layernorm_create(store, named(name, sizeof name, "%stext_model.final_layer_norm", prefix), W, c.eps);
+    net->final_norm = layernorm_create(store, param_name(name, sizeof name, "%stext_model.final_layer_norm", prefix), W, c.eps);
     if (c.projection_dim > 0)
-        net->projection = linear_create(store, named(name, sizeof name, "%stext_projection", prefix), W, c.projection_dim, false, rng);
+        net->projection = linear_create(store, param_name(name, sizeof name, "%stext_projection", prefix), W, c.projection_dim, false, rng);
 }
 
 void clip_text_free(ClipText *net) {

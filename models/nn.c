@@ -1,5 +1,7 @@
 #include "models/nn.h"
 
+#include <stdarg.h>
+
 #include "engine/autograd.h"
 #include "engine/dist.h"
 #include "engine/dist_ops.h"
@@ -160,4 +162,12 @@ GroupNorm groupnorm_create(ParamStore *store, const char *prefix, int groups, in
 
 Tensor *groupnorm_forward(const GroupNorm *layer, Tensor *x) {
     return op_group_norm(x, layer->groups, layer->weight, layer->bias, layer->eps);
+}
+
+const char *param_name(char *buffer, size_t size, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(buffer, size, fmt, args);
+    va_end(args);
+    return buffer;
 }

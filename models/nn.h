@@ -61,6 +61,9 @@ Tensor *layernorm_forward(const LayerNorm *layer, Tensor *x);
 GroupNorm groupnorm_create(ParamStore *store, const char *prefix, int groups, int64_t channels, double eps);
 Tensor *groupnorm_forward(const GroupNorm *layer, Tensor *x);
 
+// printf into buffer, for composing parameter names ("%sresnets.%d.conv1"); returns buffer.
+const char *param_name(char *buffer, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 // Fills a tensor in place from U(low, high) or N(mean, std).
 void init_uniform(Tensor *t, Rng *rng, double low, double high);
 void init_normal(Tensor *t, Rng *rng, double mean, double std);

@@ -1,7 +1,6 @@
 #include "models/unet.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,47 +160,37 @@ int unet_config_from_json(const char *json_text, UnetConfig *config, char *error
 
 // ---------------------------------------------------------------- construction
 
-static const char *join(char *buffer, size_t size, const char *prefix, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static const char *join(char *buffer, size_t size, const char *prefix, const char *fmt, ...) {
-    int used = snprintf(buffer, size, "%s", prefix);
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(buffer + used, size - (size_t)used, fmt, args);
-    va_end(args);
-    return buffer;
-}
 
 static UnetTransformer transformer_create(ParamStore *store, const char *prefix, int64_t channels, int heads,
                                           const UnetConfig *c, Rng *rng) {
     char name[256];
     UnetTransformer t = {.heads = heads};
     int64_t D = channels, ctx = c->cross_attention_dim, inner = 4 * D;
-    t.norm = groupnorm_create(store, join(name, sizeof name, prefix, "norm"), c->norm_groups, D, 1e-6);
+    t.norm = groupnorm_create(store, param_name(name, sizeof name, "%snorm", prefix), c->norm_groups, D, 1e-6);
     if (c->linear_projection)
-        t.proj_in_linear = linear_create(store, join(name, sizeof name, prefix, "proj_in"), D, D, true, rng);
+        t.proj_in_linear = linear_create(store, param_name(name, sizeof name, "%sproj_in", prefix), D, D, true, rng);
     else
-        t.proj_in_conv = conv2d_create(store, join(name, sizeof name, prefix, "proj_in"), D, D, 1, conv2d_params(1, 0, 1, 1), true, rng);
+        t.proj_in_conv = conv2d_create(store, param_name(name, sizeof name, "%sproj_in", prefix), D, D, 1, conv2d_params(1, 0, 1, 1), true, rng);
     UnetTransformerBlock *b = &t.block;
     char block[200];
-    join(block, sizeof block, prefix, "transformer_blocks.0.");
-    b->norm1 = layernorm_create(store, join(name, sizeof name, block, "norm1"), D, 1e-5);
-    b->self_q = linear_create(store, join(name, sizeof name, block, "attn1.to_q"), D, D, false, rng);
-    b->self_k = linear_create(store, join(name, sizeof name, block, "attn1.to_k"), D, D, false, rng);
-    b->self_v = linear_create(store, join(name, sizeof name, block, "attn1.to_v"), D, D, false, rng);
-    b->self_out = linear_create(store, join(name, sizeof name, block, "attn1.to_out.0"), D, D, true, rng);
-    b->norm2 = layernorm_create(store, join(name, sizeof name, block, "norm2"), D, 1e-5);
-    b->cross_q = linear_create(store, join(name, sizeof name, block, "attn2.to_q"), D, D, false, rng);
-    b->cross_k = linear_create(store, join(name, sizeof name, block, "attn2.to_k"), ctx, D, false, rng);
-    b->cross_v = linear_create(store, join(name, sizeof name, block, "attn2.to_v"), ctx, D, false, rng);
-    b->cross_out = linear_create(store, join(name, sizeof name, block, "attn2.to_out.0"), D, D, true, rng);
-    b->norm3 = layernorm_create(store, join(name, sizeof name, block, "norm3"), D, 1e-5);
-    b->ff_in = linear_create(store, join(name, sizeof name, block, "ff.net.0.proj"), D, 2 * inner, true, rng);
-    b->ff_out = linear_create(store, join(name, sizeof name, block, "ff.net.2"), inner, D, true, rng);
+    param_name(block, sizeof block, "%stransformer_blocks.0.", prefix);
+    b->norm1 = layernorm_create(store, param_name(name, sizeof name, "%snorm1", block), D, 1e-5);
+    b->self_q = linear_create(store, param_name(name, sizeof name, "%sattn1.to_q", block), D, D, false, rng);
+    b->self_k = linear_create(store, param_name(name, sizeof name, "%sattn1.to_k", block), D, D, false, rng);
+    b->self_v = linear_create(store, param_name(name, sizeof name, "%sattn1.to_v", block), D, D, false, rng);
+    b->self_out = linear_create(store, param_name(name, sizeof name, "%sattn1.to_out.0", block), D, D, true, rng);
+    b->norm2 = layernorm_create(store, param_name(name, sizeof name, "%snorm2", block), D, 1e-5);
+    b->cross_q = linear_create(store, param_name(name, sizeof name, "%sattn2.to_q", block), D, D, false, rng);
+    b->cross_k = linear_create(store, param_name(name, sizeof name, "%sattn2.to_k", block), ctx, D, false, rng);
+    b->cross_v = linear_create(store, param_name(name, sizeof name, "%sattn2.to_v", block), ctx, D, false, rng);
+    b->cross_out = linear_create(store, param_name(name, sizeof name, "%sattn2.to_out.0", block), D, D, true, rng);
+    b->norm3 = layernorm_create(store, param_name(name, sizeof name, "%snorm3", block), D, 1e-5);
+    b->ff_in = linear_create(store, param_name(name, sizeof name, "%sff.net.0.proj", block), D, 2 * inner, true, rng);
+    b->ff_out = linear_create(store, param_name(name, sizeof name, "%sff.net.2", block), inner, D, true, rng);
     if (c->linear_projection)
-        t.proj_out_linear = linear_create(store, join(name, sizeof name, prefix, "proj_out"), D, D, true, rng);
+        t.proj_out_linear = linear_create(store, param_name(name, sizeof name, "%sproj_out", prefix), D, D, true, rng);
     else
-        t.proj_out_conv = conv2d_create(store, join(name, sizeof name, prefix, "proj_out"), D, D, 1, conv2d_params(1, 0, 1, 1), true, rng);
+        t.proj_out_conv = conv2d_create(store, param_name(name, sizeof name, "%sproj_out", prefix), D, D, 1, conv2d_params(1, 0, 1, 1), true, rng);
     return t;
 }
 
@@ -215,13 +204,13 @@ static void block_create(UnetBlock *block, ParamStore *store, const char *prefix
     if (cross) block->attentions = calloc((size_t)count, sizeof(UnetTransformer));
     if (!block->resnets || (cross && !block->attentions)) tensor_fatal("unet", "out of memory");
     for (int j = 0; j < count; j++) {
-        block->resnets[j] = resnet_block2d_create(store, join(name, sizeof name, prefix, "resnets.%d.", j), in_widths[j], out, temb,
+        block->resnets[j] = resnet_block2d_create(store, param_name(name, sizeof name, "%sresnets.%d.", prefix, j), in_widths[j], out, temb,
                                                   c->norm_groups, c->norm_eps, rng);
         if (cross)
-            block->attentions[j] = transformer_create(store, join(name, sizeof name, prefix, "attentions.%d.", j), out, heads, c, rng);
+            block->attentions[j] = transformer_create(store, param_name(name, sizeof name, "%sattentions.%d.", prefix, j), out, heads, c, rng);
     }
     if (sampler)
-        block->sampler = conv3x3_create(store, join(name, sizeof name, prefix, down ? "downsamplers.0.conv" : "upsamplers.0.conv"), out,
+        block->sampler = conv3x3_create(store, param_name(name, sizeof name, "%s%s", prefix, down ? "downsamplers.0.conv" : "upsamplers.0.conv"), out,
                                  out, down ? 2 : 1, rng);
 }
 
@@ -233,14 +222,14 @@ void unet_create(Unet *net, ParamStore *store, const char *prefix, UnetConfig co
     int L = c->levels;
     int64_t base = c->block_out_channels[0], temb = 4 * base;
     net->time_embed_dim = temb;
-    net->time_linear_1 = linear_create(store, join(name, sizeof name, prefix, "time_embedding.linear_1"), base, temb, true, rng);
-    net->time_linear_2 = linear_create(store, join(name, sizeof name, prefix, "time_embedding.linear_2"), temb, temb, true, rng);
+    net->time_linear_1 = linear_create(store, param_name(name, sizeof name, "%stime_embedding.linear_1", prefix), base, temb, true, rng);
+    net->time_linear_2 = linear_create(store, param_name(name, sizeof name, "%stime_embedding.linear_2", prefix), temb, temb, true, rng);
     if (c->num_class_embeds > 0) {
-        net->class_embedding = params_add(store, join(name, sizeof name, prefix, "class_embedding.weight"),
+        net->class_embedding = params_add(store, param_name(name, sizeof name, "%sclass_embedding.weight", prefix),
                                           SHAPE(c->num_class_embeds, temb), PARAM_GROUP_DECAY);
         if (rng) init_normal(net->class_embedding, rng, 0.0, 1.0);  // nn.Embedding's default
     }
-    net->conv_in = conv3x3_create(store, join(name, sizeof name, prefix, "conv_in"), c->in_channels, base, 1, rng);
+    net->conv_in = conv3x3_create(store, param_name(name, sizeof name, "%sconv_in", prefix), c->in_channels, base, 1, rng);
     int64_t widths[UNET_MAX_LEVELS + 2];
     int64_t output = base;
     for (int i = 0; i < L; i++) {
@@ -248,18 +237,18 @@ void unet_create(Unet *net, ParamStore *store, const char *prefix, UnetConfig co
         output = c->block_out_channels[i];
         for (int j = 0; j < c->layers_per_block; j++) widths[j] = j == 0 ? input : output;
         char block[128];
-        join(block, sizeof block, prefix, "down_blocks.%d.", i);
+        param_name(block, sizeof block, "%sdown_blocks.%d.", prefix, i);
         block_create(&net->down[i], store, block, c->layers_per_block, widths, output, c->down_cross_attention[i], c->heads[i],
                      i < L - 1, true, temb, c, rng);
     }
     int64_t top = c->block_out_channels[L - 1];
     if (c->mid_block != UNET_MID_NONE)
-        net->mid_resnets[0] = resnet_block2d_create(store, join(name, sizeof name, prefix, "mid_block.resnets.0."), top, top, temb,
+        net->mid_resnets[0] = resnet_block2d_create(store, param_name(name, sizeof name, "%smid_block.resnets.0.", prefix), top, top, temb,
                                                     c->norm_groups, c->norm_eps, rng);
     if (c->mid_block == UNET_MID_CROSS_ATTENTION) {
-        net->mid_attention = transformer_create(store, join(name, sizeof name, prefix, "mid_block.attentions.0."), top,
+        net->mid_attention = transformer_create(store, param_name(name, sizeof name, "%smid_block.attentions.0.", prefix), top,
                                                 c->heads[L - 1], c, rng);
-        net->mid_resnets[1] = resnet_block2d_create(store, join(name, sizeof name, prefix, "mid_block.resnets.1."), top, top, temb,
+        net->mid_resnets[1] = resnet_block2d_create(store, param_name(name, sizeof name, "%smid_block.resnets.1.", prefix), top, top, temb,
                                                     c->norm_groups, c->norm_eps, rng);
     }
     output = top;
@@ -273,12 +262,12 @@ void unet_create(Unet *net, ParamStore *store, const char *prefix, UnetConfig co
             widths[j] = (j == 0 ? previous : output) + skip;
         }
         char block[128];
-        join(block, sizeof block, prefix, "up_blocks.%d.", i);
+        param_name(block, sizeof block, "%sup_blocks.%d.", prefix, i);
         block_create(&net->up[i], store, block, count, widths, output, c->up_cross_attention[i], c->heads[level], i < L - 1,
                      false, temb, c, rng);
     }
-    net->norm_out = groupnorm_create(store, join(name, sizeof name, prefix, "conv_norm_out"), c->norm_groups, base, c->norm_eps);
-    net->conv_out = conv3x3_create(store, join(name, sizeof name, prefix, "conv_out"), base, c->out_channels, 1, rng);
+    net->norm_out = groupnorm_create(store, param_name(name, sizeof name, "%sconv_norm_out", prefix), c->norm_groups, base, c->norm_eps);
+    net->conv_out = conv3x3_create(store, param_name(name, sizeof name, "%sconv_out", prefix), base, c->out_channels, 1, rng);
 }
 
 void unet_free(Unet *net) {
