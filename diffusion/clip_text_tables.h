@@ -1,4 +1,4 @@
-// Tables for the CLIP text cleaner (diffusion/clip_text.c), generated from Python's own Unicode
+// Tables for the CLIP text cleaner (diffusion/clip_text_cleaning.c), generated from Python's own Unicode
 // data, the regex module and ftfy by tests/ref/gen_clip_text_tables.py (its docstring says what
 // each table holds and how to regenerate diffusion/clip_text_tables.c).
 #pragma once

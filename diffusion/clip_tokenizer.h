@@ -1,7 +1,7 @@
 // The CLIP BPE tokenizer (Radford et al. 2021; OpenAI CLIP's SimpleTokenizer, open_clip and
 // Hugging Face CLIPTokenizer behave the same up to the differences in docs/TOKENIZERS.md).
 //
-// Text -> ids: clean (ftfy subset, html.unescape, whitespace collapsed, lowercase: clip_text.h);
+// Text -> ids: clean (ftfy subset, html.unescape, whitespace collapsed, lowercase: clip_text_cleaning.h);
 // split by the pattern 's|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+; map each piece's
 // UTF-8 bytes to the byte alphabet (GPT-2's bytes_to_unicode), mark the last symbol with </w>,
 // merge pairs lowest merge rank first; then [BOS] ids [EOS], truncated to the context length with
@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "diffusion/clip_text.h"
+#include "diffusion/clip_text_cleaning.h"
 
 #define CLIP_CONTEXT_LENGTH 77
 #define CLIP_OPENAI_MERGE_COUNT 48894  // merges SimpleTokenizer uses: lines [1, 49152 - 256 - 2 + 1)

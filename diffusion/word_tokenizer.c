@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "diffusion/clip_text.h"
+#include "diffusion/clip_text_cleaning.h"
 #include "diffusion/string_map.h"
 #include "engine/json.h"
 #include "engine/tensor.h"

@@ -1,5 +1,5 @@
 """Writes diffusion/clip_text_tables.c: the Unicode and HTML tables the CLIP text cleaner
-(diffusion/clip_text.c) needs, taken from the very libraries the reference tokenizers run on, so
+(diffusion/clip_text_cleaning.c) needs, taken from the very libraries the reference tokenizers run on, so
 that character classes match them exactly without a Unicode library in C.
 
 Regenerate from the repository root with the reference venv (Python 3.11: unicodedata 14.0.0,

@@ -1,5 +1,5 @@
-// CLIP text cleaning: see clip_text.h. Each step names the Python function it reproduces.
-#include "diffusion/clip_text.h"
+// CLIP text cleaning: see clip_text_cleaning.h. Each step names the Python function it reproduces.
+#include "diffusion/clip_text_cleaning.h"
 
 #include <stdarg.h>
 #include <stdio.h>
