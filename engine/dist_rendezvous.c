@@ -30,6 +30,10 @@ enum { STATUS_OK = 0, STATUS_OTHER_RUN = 1, STATUS_FAILED = 2 };
 #define TEXT_BYTES RENDEZVOUS_CONFIG_BYTES
 #define HEADER_BYTES (4 + 5 * 4 + RENDEZVOUS_RUN_ID_BYTES + TEXT_BYTES)
 #define POLL_MS 50
+// Ranks other than 0 wait this much longer than the deadline for rank 0's answer: rank 0 gives up
+// at about the same time (give or take the ranks' start-up skew) and then says which rank is
+// missing, a better line than "no answer from rank 0".
+#define ANSWER_GRACE_SECONDS 2.0
 // A world this large would make the answer (a configuration per rank) megabytes; a rendezvous for
 // it wants a tree, not one rank 0.
 #define MAX_WORLD 65536
@@ -371,10 +375,12 @@ static int tcp_other_rank(const RendezvousOptions *o, const uint8_t *hello, uint
         pause_ms(POLL_MS * 2);  // rank 0 may not listen yet
     }
     int status = transfer(fd, (void *)hello, HEADER_BYTES, true, deadline);
-    if (status == 0) status = transfer(fd, answer, HEADER_BYTES, false, deadline);
+    double answer_deadline = deadline + ANSWER_GRACE_SECONDS;
+    if (status == 0) status = transfer(fd, answer, HEADER_BYTES, false, answer_deadline);
     Header header;
     if (status == 0 && decode_header(answer, &header) != 0) status = -1;
-    if (status == 0 && header.status == STATUS_OK) status = transfer(fd, answer + HEADER_BYTES, answer_bytes - HEADER_BYTES, false, deadline);
+    if (status == 0 && header.status == STATUS_OK)
+        status = transfer(fd, answer + HEADER_BYTES, answer_bytes - HEADER_BYTES, false, answer_deadline);
     close(fd);
     if (status == 1) {
         set_error(error, error_size, "rank %d: no answer from rank 0 at %s: timed out after %g s (rank 0 answers once every rank has connected)",
@@ -454,6 +460,13 @@ static int file_rank0(const RendezvousOptions *o, const char *run_id, uint8_t *a
             rank_file(name, sizeof name, path, first);
             set_error(error, error_size, "rank 0: no hello from rank %d at %s (%s): timed out after %g s%s", first,
                       o->address, name, o->timeout_seconds, world - arrived > 1 ? " (and other ranks)" : "");
+            // The ranks that did come learn why, rather than only that rank 0 did not answer.
+            Header failed = {.kind = KIND_ANSWER, .world = (uint32_t)world, .status = STATUS_FAILED};
+            snprintf(failed.run_id, sizeof failed.run_id, "%s", run_id);
+            snprintf(failed.text, sizeof failed.text, "%s", error + 8);
+            uint8_t failed_bytes[HEADER_BYTES];
+            encode_header(failed_bytes, &failed);
+            write_whole(path, failed_bytes, HEADER_BYTES, why, sizeof why);
             free(seen);
             return -1;
         }
@@ -491,7 +504,7 @@ static int file_other_rank(const RendezvousOptions *o, const char *run_id, const
                       o->rank, path, got, answer_bytes);
             return -1;
         }
-        if (!remaining_ms(deadline)) {
+        if (!remaining_ms(deadline + ANSWER_GRACE_SECONDS)) {
             set_error(error, error_size, "rank %d: no answer from rank 0 at %s: timed out after %g s%s", o->rank,
                       o->address, o->timeout_seconds,
                       access(path, F_OK) == 0 ? " (the file there is from another run)" : "");

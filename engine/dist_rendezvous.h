@@ -14,6 +14,10 @@
 // configuration string to every rank (an all-gather), so a rank started with other settings is
 // named at start instead of corrupting the first collective.
 //
+// Timeouts: one deadline for the whole exchange. Rank 0, which knows which ranks are missing,
+// tells the ranks that did come (over their connection, or in PATH); they wait 2 s beyond the
+// deadline for that line before reporting only that rank 0 did not answer.
+//
 // The run id: every message carries it, and a message or file with another run id is ignored as a
 // leftover of an earlier run (a file from yesterday's job in the same directory, a stray rank still
 // retrying). It comes from the caller (`--dist-run-id`), else Slurm's SLURM_JOB_ID.SLURM_STEP_ID;
