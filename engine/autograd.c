@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,6 +165,64 @@ static void topological_order(AutogradNode *root, int64_t mark, NodeList *order)
     free(next_input);
 }
 
+static _Thread_local GradReadyHook ready_hook;
+static _Thread_local void *ready_context;
+
+GradReadyHook autograd_set_grad_ready_hook(GradReadyHook hook, void *context, void **previous_context) {
+    GradReadyHook previous = ready_hook;
+    if (previous_context) *previous_context = ready_context;
+    ready_hook = hook;
+    ready_context = context;
+    return previous;
+}
+
+// For the gradient-ready hook: how many consumers of each leaf (edges from the pass's nodes) have
+// not run yet. An open-addressing table keyed by the leaf's address; built only when a hook is set.
+typedef struct {
+    Tensor **keys;
+    int64_t *pending;
+    int64_t capacity;  // a power of two, at least twice the leaves
+} LeafCounts;
+
+static int64_t leaf_slot(const LeafCounts *table, const Tensor *leaf) {
+    uint64_t h = (uint64_t)(uintptr_t)leaf * 0x9E3779B97F4A7C15ull;
+    int64_t slot = (int64_t)(h >> 20) & (table->capacity - 1);
+    while (table->keys[slot] && table->keys[slot] != leaf) slot = (slot + 1) & (table->capacity - 1);
+    return slot;
+}
+
+static bool is_reported_leaf(const Tensor *t) { return t && !t->node && t->requires_grad; }
+
+static void leaf_counts_build(LeafCounts *table, const NodeList *order) {
+    int64_t edges = 0;
+    for (int64_t k = 0; k < order->count; k++) edges += order->items[k]->n_inputs;
+    table->capacity = 16;
+    while (table->capacity < 2 * edges + 2) table->capacity *= 2;
+    table->keys = calloc((size_t)table->capacity, sizeof(Tensor *));
+    table->pending = calloc((size_t)table->capacity, sizeof(int64_t));
+    if (!table->keys || !table->pending) tensor_fatal("backward", "out of memory");
+    for (int64_t k = 0; k < order->count; k++) {
+        AutogradNode *node = order->items[k];
+        for (int i = 0; i < node->n_inputs; i++) {
+            if (!is_reported_leaf(node->inputs[i])) continue;
+            int64_t slot = leaf_slot(table, node->inputs[i]);
+            table->keys[slot] = node->inputs[i];
+            table->pending[slot]++;
+        }
+    }
+}
+
+// After `node` ran (or was skipped: no gradient reached it), its leaves have one consumer fewer;
+// those with none left are final.
+static void leaf_counts_consumed(LeafCounts *table, AutogradNode *node) {
+    for (int i = 0; i < node->n_inputs; i++) {
+        Tensor *leaf = node->inputs[i];
+        if (!is_reported_leaf(leaf)) continue;
+        int64_t slot = leaf_slot(table, leaf);
+        if (--table->pending[slot] == 0 && ready_hook) ready_hook(leaf, ready_context);
+    }
+}
+
 void tensor_backward(Tensor *root, Tensor *grad_output) {
     static _Thread_local int64_t pass_counter;
     if (!root->requires_grad) tensor_fatal("backward", "the tensor does not require gradients (no parameter or input with requires_grad reached it)");
@@ -182,21 +241,28 @@ void tensor_backward(Tensor *root, Tensor *grad_output) {
     }
     if (!root->node) {  // a leaf: its gradient is the seed
         accumulate_into(&root->grad, seed);
+        if (ready_hook) ready_hook(root, ready_context);
     } else {
         NodeList order = {0};
         topological_order(root->node, ++pass_counter, &order);
+        LeafCounts leaves = {0};
+        if (ready_hook) leaf_counts_build(&leaves, &order);
         accumulate_node_grad(root->node, seed);
         for (int64_t k = order.count - 1; k >= 0; k--) {
             AutogradNode *node = order.items[k];
             Tensor *g = node->grad_sum;
-            if (!g) continue;  // no gradient flowed here (e.g. only through an argmax)
-            node->grad_sum = NULL;
-            if (node->owner && node->owner->retains_grad) accumulate_into(&node->owner->grad, g);
-            TensorScope inner = tensor_scope_begin();
-            node->backward(node, g);
-            tensor_scope_end(inner);
-            tensor_release(g);
+            if (g) {  // else no gradient flowed here (e.g. only through an argmax)
+                node->grad_sum = NULL;
+                if (node->owner && node->owner->retains_grad) accumulate_into(&node->owner->grad, g);
+                TensorScope inner = tensor_scope_begin();
+                node->backward(node, g);
+                tensor_scope_end(inner);
+                tensor_release(g);
+            }
+            if (leaves.keys) leaf_counts_consumed(&leaves, node);
         }
+        free(leaves.keys);
+        free(leaves.pending);
         free(order.items);
     }
     autograd_set_enabled(previous);

@@ -51,6 +51,17 @@ void autograd_save(AutogradNode *node, int slot, Tensor *t);
 void autograd_pass_grad(AutogradNode *node, int input_index, Tensor *grad);
 bool autograd_input_needs_grad(const AutogradNode *node, int input_index);
 
+// Gradient-ready hook: during tensor_backward, called once for every leaf requiring gradients that
+// the pass reaches (an input of a node the pass visits, or the root itself), as soon as every node
+// of the pass that consumes it has run — so its .grad is final for this pass (a leaf used twice is
+// reported after its second contribution; a leaf whose consumers passed no gradient is reported
+// too, its .grad untouched). Leaves the pass does not reach are not reported. Data-parallel training
+// starts a bucket's all-reduce from here while backward goes on (engine/dist_gradients.c). The hook
+// runs on the thread of tensor_backward, with grad mode off; it must not change the graph. One hook
+// per thread; returns the previous one (restore it when done). NULL removes it.
+typedef void (*GradReadyHook)(Tensor *leaf, void *context);
+GradReadyHook autograd_set_grad_ready_hook(GradReadyHook hook, void *context, void **previous_context);
+
 // Backward from `root`. grad_output NULL means root must have one element and gets gradient 1.
 void tensor_backward(Tensor *root, Tensor *grad_output);
 // Marks a leaf as requiring gradients (must be floating point).

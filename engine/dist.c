@@ -1,8 +1,10 @@
-// Distributed runs (engine/dist.h): placement from the launcher's environment, the single-process
-// backend, the configuration check and the data-parallel helpers. The MPI backend is
-// engine/dist_mpi.c (compiled with MPI when the Makefile finds it, as stubs otherwise).
+// Distributed runs (engine/dist.h): placement from the launcher's environment, the choice of
+// backend, the single-process backend, the configuration check and the parameter broadcast. The
+// MPI backend is engine/dist_mpi.c (compiled with MPI when the Makefile finds it, as stubs
+// otherwise), the NCCL one engine/dist_nccl.c; gradient averaging is engine/dist_gradients.c.
 #include "engine/dist.h"
 
+#include "engine/dist_rendezvous.h"
 #include "engine/gpu/gpu_comm.h"
 
 #include <stdarg.h>
@@ -19,10 +21,11 @@ static struct {
     int rank, world_size, local_rank;
     const char *launcher;
     bool mpi;          // the MPI backend is initialised (world_size > 1)
+    bool nccl;         // the NCCL backend: the ranks met at a rendezvous, without MPI
     bool finalized;
     bool exit_hook;
     double timeout;
-} dist = {0, 1, 0, "none", false, false, false, 300};
+} dist = {0, 1, 0, "none", false, false, false, false, 300};
 
 static void set_error(char *error, size_t error_size, const char *format, ...) {
     if (!error || !error_size) return;
@@ -98,6 +101,39 @@ static void exit_hook(int status, void *unused) {
     dist_finalize();
 }
 
+// Ranks without MPI: rank 0's NCCL unique id and everyone's configuration through the rendezvous.
+// Only NCCL can carry the collectives then, so a program without a GPU stops here, before any
+// rank waits for another.
+static int init_with_rendezvous(const DistOptions *options, int rank, int world_size, char *error, size_t error_size) {
+    if (!gpu_comm_available()) {
+        set_error(error, error_size,
+                  "dist: --dist-init %s: %d ranks without MPI need NCCL for their collectives, and this program has no "
+                  "GPU to run it on (%s); on CPUs the collectives need MPI: start the ranks with mpirun instead",
+                  options->init_address, world_size,
+                  strcmp(gpu_backend_name(), "cuda") == 0 ? "no CUDA device found" : "use build/tailor-cuda on GPUs");
+        return -1;
+    }
+    uint8_t id[GPU_COMM_UNIQUE_ID_BYTES] = {0};
+    char reason[512];
+    if (rank == 0 && gpu_comm_unique_id(id, reason, sizeof reason) != 0) {
+        set_error(error, error_size, "dist: rank 0: NCCL: %s", reason);
+        return -1;
+    }
+    // The backend and the program's device runtime belong to the configuration: a CPU build cannot
+    // get here, but two CUDA builds of other versions could.
+    char config[RENDEZVOUS_CONFIG_BYTES];
+    snprintf(config, sizeof config, "%.200s backend=nccl runtime=%s", options->config ? options->config : "",
+             gpu_backend_name());
+    RendezvousOptions rendezvous = {.address = options->init_address, .rank = rank, .world_size = world_size,
+                                    .run_id = options->run_id, .timeout_seconds = dist.timeout};
+    if (rendezvous_exchange(&rendezvous, id, sizeof id, config, reason, sizeof reason) != 0) {
+        set_error(error, error_size, "dist: %s", reason);
+        return -1;
+    }
+    dist_nccl_set_unique_id(id);
+    return 0;
+}
+
 int dist_init(const DistOptions *options, char *error, size_t error_size) {
     DistOptions defaults = dist_default_options();
     if (!options) options = &defaults;
@@ -105,7 +141,16 @@ int dist_init(const DistOptions *options, char *error, size_t error_size) {
     const char *launcher;
     if (dist_detect(options, &rank, &world_size, &local_rank, &launcher, error, error_size) != 0) return -1;
     dist.timeout = options->timeout_seconds > 0 ? options->timeout_seconds : 300;
-    if (world_size > 1) {
+    char reason[512];
+    if (options->init_address && rendezvous_check_address(options->init_address, reason, sizeof reason) != 0) {
+        set_error(error, error_size, "dist: --dist-init %s", reason);
+        return -1;
+    }
+    if (world_size > 1 && options->init_address) {
+        if (init_with_rendezvous(options, rank, world_size, error, error_size) != 0) return -1;
+        dist.nccl = true;
+        dist.finalized = false;
+    } else if (world_size > 1) {
         if (!dist_mpi_available()) {
             set_error(error, error_size,
                       "dist: %s started %d ranks but this build has no MPI; install the Debian packages openmpi-bin "
@@ -128,13 +173,17 @@ void dist_finalize(void) {
         dist.finalized = true;
         dist_mpi_finalize();
     }
+    if (dist.nccl && !dist.finalized) {
+        dist.finalized = true;
+        dist_nccl_finalize();
+    }
 }
 
 int dist_rank(void) { return dist.rank; }
 int dist_world_size(void) { return dist.world_size; }
 int dist_local_rank(void) { return dist.local_rank; }
 const char *dist_launcher(void) { return dist.launcher; }
-const char *dist_backend(void) { return dist.mpi ? "mpi" : "none"; }
+const char *dist_backend(void) { return dist.mpi ? "mpi" : dist.nccl ? "nccl" : "none"; }
 bool dist_build_has_mpi(void) { return dist_mpi_available(); }
 double dist_timeout(void) { return dist.timeout; }
 
@@ -143,7 +192,7 @@ static size_t type_size(DistType type) { return type == DIST_F64 ? sizeof(double
 // ---------------------------------------------------------------- collectives
 
 static bool communicating(void) {
-    if (dist.world_size > 1 && (!dist.mpi || dist.finalized)) {
+    if (dist.world_size > 1 && (!(dist.mpi || dist.nccl) || dist.finalized)) {
         fprintf(stderr, "error: dist: a collective was called with world size %d but %s\n", dist.world_size,
                 dist.finalized ? "dist_finalize has run" : "the backend is not initialised");
         exit(3);
@@ -152,29 +201,39 @@ static bool communicating(void) {
 }
 
 void dist_all_reduce(void *buffer, int64_t count, DistType type, DistOp op, const char *what) {
-    if (communicating() && count > 0) dist_mpi_all_reduce(buffer, count, type, op, what);
+    if (!communicating() || count <= 0) return;
+    if (dist.nccl) dist_nccl_all_reduce(buffer, count, type, op, what);
+    else dist_mpi_all_reduce(buffer, count, type, op, what);
 }
 
 void dist_broadcast(void *buffer, size_t bytes, int root, const char *what) {
-    if (communicating() && bytes > 0) dist_mpi_broadcast(buffer, bytes, root, what);
+    if (!communicating() || bytes == 0) return;
+    if (dist.nccl) dist_nccl_broadcast(buffer, bytes, root, what);
+    else dist_mpi_broadcast(buffer, bytes, root, what);
 }
 
 void dist_all_gather(const void *send, void *recv, size_t bytes, const char *what) {
-    if (communicating())
+    if (communicating() && dist.nccl)
+        dist_nccl_all_gather(send, recv, bytes, what);
+    else if (communicating())
         dist_mpi_all_gather(send, recv, bytes, what);
     else if (bytes && send != recv)
         memmove(recv, send, bytes);
 }
 
 void dist_reduce_scatter(const void *send, void *recv, int64_t count, DistType type, DistOp op, const char *what) {
-    if (communicating())
+    if (communicating() && dist.nccl)
+        dist_nccl_reduce_scatter(send, recv, count, type, op, what);
+    else if (communicating())
         dist_mpi_reduce_scatter(send, recv, count, type, op, what);
     else if (count > 0 && send != recv)
         memmove(recv, send, (size_t)count * type_size(type));
 }
 
 void dist_barrier(const char *what) {
-    if (communicating()) dist_mpi_barrier(what);
+    if (!communicating()) return;
+    if (dist.nccl) dist_nccl_barrier(what);
+    else dist_mpi_barrier(what);
 }
 
 // ---------------------------------------------------------------- configuration check
@@ -278,51 +337,6 @@ void dist_broadcast_params(ParamStore *params) {
         gpu_copy_to_device(params_values(params), host, bytes);
         free(host);
     }
-}
-
-void dist_average_gradients(ParamStore *params, size_t bucket_bytes) {
-    if (dist.world_size == 1 || params->numel == 0) return;
-    if (bucket_bytes == 0) bucket_bytes = 25u << 20;
-    int64_t bucket = (int64_t)(bucket_bytes / sizeof(float));
-    if (bucket < 1) bucket = 1;
-    int64_t n = params->numel, buckets = (n + bucket - 1) / bucket;
-    bool on_device = params->grads->device.kind != DEVICE_CPU;
-    float *grads = params_grads(params), *staging = NULL;
-    if (on_device && gpu_comm_available()) {  // NCCL: in place on the device, bucket by bucket
-        if (!gpu_comm_ready()) {  // first use: rank 0's unique id reaches every rank over MPI
-            uint8_t message[GPU_COMM_UNIQUE_ID_BYTES + 1] = {0};  // the id, then 1 if rank 0 made one
-            char error[512] = "";
-            if (dist.rank == 0) message[GPU_COMM_UNIQUE_ID_BYTES] = gpu_comm_unique_id(message, error, sizeof error) == 0;
-            dist_broadcast(message, sizeof message, 0, "NCCL unique id");
-            if (!message[GPU_COMM_UNIQUE_ID_BYTES] ||
-                gpu_comm_init(message, dist.rank, dist.world_size, error, sizeof error) != 0)
-                tensor_fatal("dist", "NCCL: %s", *error ? error : "rank 0 could not create the unique id");
-        }
-        for (int64_t b = 0; b < buckets; b++) {
-            int64_t start = b * bucket, count = n - start < bucket ? n - start : bucket;
-            char what[64];
-            snprintf(what, sizeof what, "gradients, bucket %lld/%lld", (long long)(b + 1), (long long)buckets);
-            gpu_comm_all_reduce_avg_f32(grads + start, count, dist.timeout, what);
-        }
-        return;
-    }
-    if (on_device) {  // no NCCL in this program (the emulated device): through the host
-        staging = malloc((size_t)(bucket < n ? bucket : n) * sizeof(float));
-        if (!staging) tensor_fatal("dist", "out of memory");
-    }
-    for (int64_t b = 0; b < buckets; b++) {
-        int64_t start = b * bucket, count = n - start < bucket ? n - start : bucket;
-        char what[64];
-        snprintf(what, sizeof what, "gradients, bucket %lld/%lld", (long long)(b + 1), (long long)buckets);
-        if (on_device) {
-            gpu_copy_to_host(staging, grads + start, (size_t)count * sizeof(float));
-            dist_all_reduce(staging, count, DIST_F32, DIST_AVG, what);
-            gpu_copy_to_device(grads + start, staging, (size_t)count * sizeof(float));
-        } else {
-            dist_all_reduce(grads + start, count, DIST_F32, DIST_AVG, what);
-        }
-    }
-    free(staging);
 }
 
 // ---------------------------------------------------------------- test hook

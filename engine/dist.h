@@ -9,16 +9,23 @@
 //   none  world size 1: no communication;
 //   mpi   CPU buffers over MPI (engine/dist_mpi.c; OpenMPI found by the Makefile through mpicc).
 //         MPI is initialised only when world_size > 1, with MPI_THREAD_FUNNELED: only the thread
-//         that called dist_init communicates (the loader's threads never do).
-// The NCCL backend (GPU buffers, communicator id sent over MPI or a TCP rendezvous, one GPU per
-// local rank, a communication stream) is to come behind the same calls: the collectives take
-// plain pointers, and dist_average_gradients is the hook where buckets will be launched on that
-// stream as backward produces them. Today device buffers are staged through the host.
+//         that called dist_init communicates (the loader's threads never do). In the CUDA
+//         program the gradients on the GPU go through NCCL, its unique id sent over MPI;
+//   nccl  ranks that met without MPI (DistOptions.init_address: a TCP or shared-file rendezvous,
+//         engine/dist_rendezvous.h) in the CUDA program: every collective over NCCL, host
+//         buffers staged through the GPU (engine/dist_nccl.c). Without a GPU (the CPU program)
+//         such a run stops at dist_init with one line: CPU collectives need MPI.
+// dist_average_gradients reduces the flat gradient buffer in buckets; armed with
+// dist_gradients_overlap_begin, buckets are launched during backward as they become complete
+// (autograd's gradient-ready hook; engine/dist_gradients.c).
 //
 // Failure behaviour: every collective is non-blocking underneath and polled against a deadline
 // (DistOptions.timeout_seconds, default 300). A rank that died or hangs makes the others stop
 // with one line "error: dist: rank R: <collective> '<what>' (#N) timed out after T s; no answer
-// from rank(s) ..." and MPI_Abort, exit status 3. Errors of the collectives never return.
+// from rank(s) ..." and MPI_Abort, exit status 3. Errors of the collectives never return. Under the
+// nccl backend the rendezvous and every collective have the same deadline; a rank that stops makes
+// the others stop at their next deadline with one line naming the collective (NCCL cannot tell
+// which rank is missing).
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,7 +39,10 @@ typedef enum { DIST_F32, DIST_F64 } DistType;
 typedef struct {
     // Explicit placement; -1 takes it from the launcher's environment (or 0 of 1 without one).
     int rank, world_size, local_rank;
-    double timeout_seconds;  // <= 0: 300
+    double timeout_seconds;    // <= 0: 300
+    const char *init_address;  // NULL: MPI; "tcp://HOST:PORT" or "file:///PATH": the rendezvous
+    const char *run_id;        // the rendezvous's run id (NULL: SLURM_JOB_ID.SLURM_STEP_ID)
+    const char *config;        // a short string every rank must give alike (checked at the rendezvous)
 } DistOptions;
 
 DistOptions dist_default_options(void);  // everything from the environment, timeout 300 s
@@ -41,8 +51,10 @@ DistOptions dist_default_options(void);  // everything from the environment, tim
 // Slurm's) without initialising anything. 0, or -1 with one line in error (inconsistent values).
 int dist_detect(const DistOptions *options, int *rank, int *world_size, int *local_rank, const char **launcher,
                 char *error, size_t error_size);
-// Detects, and when world_size > 1 initialises the backend (MPI_Init_thread). 0, or -1 with one
-// line in error: e.g. world size 2 in a build without MPI (naming the packages to install).
+// Detects, and when world_size > 1 initialises the backend: MPI_Init_thread, or with init_address
+// the rendezvous (engine/dist_rendezvous.h) for NCCL. 0, or -1 with one line in error: e.g. world
+// size 2 in a build without MPI (naming the packages to install), --dist-init in a program
+// without a GPU, a rank that did not come to the rendezvous in time.
 // At exit a successful dist_init is finalised (status 0) or aborted (any other status, so the
 // other ranks do not wait for this one).
 int dist_init(const DistOptions *options, char *error, size_t error_size);
@@ -53,7 +65,7 @@ int dist_world_size(void);
 int dist_local_rank(void);
 static inline bool dist_is_main(void) { return dist_rank() == 0; }
 const char *dist_launcher(void);  // "none", "explicit", "openmpi", "slurm"
-const char *dist_backend(void);   // "none" or "mpi"
+const char *dist_backend(void);   // "none", "mpi" or "nccl"
 bool dist_build_has_mpi(void);
 double dist_timeout(void);
 
@@ -75,10 +87,23 @@ int dist_check_same_config(const char *what, const char *text, int64_t number, c
 
 // Data parallel: copies rank 0's parameters (and buffers: BatchNorm statistics) to every rank.
 void dist_broadcast_params(ParamStore *params);
-// Averages the flat gradient buffer over the ranks, in buckets of bucket_bytes (0: 25 MB). Device
-// gradients are staged through the host for now (the NCCL path will reduce them in place, on a
-// communication stream, overlapped with backward).
+// Overlap: arms autograd's gradient-ready hook for the step's next backward pass (call it just
+// before the last backward of the step; a second pass before dist_average_gradients stops with one
+// line). During backward each bucket of the flat gradient buffer is all-reduced as soon as all its
+// parameters' gradients are final, in a launch order fixed by the layout (engine/dist_buckets.h):
+// MPI_Iallreduce on host buffers, NCCL on the communication stream for GPU buffers. Host
+// buffers under the nccl backend and GPU buffers without NCCL (the emulated device) are not
+// overlapped: they are reduced in dist_average_gradients. No-op with one rank.
+void dist_gradients_overlap_begin(ParamStore *params, size_t bucket_bytes);
+// Averages the flat gradient buffer over the ranks, in buckets of bucket_bytes (0: 25 MB; the same
+// as given to dist_gradients_overlap_begin). Armed: launches the buckets backward did not
+// complete, waits for every bucket (against the deadline) and divides by the world size — the same
+// bits as without overlap. Not armed: reduces bucket after bucket (blocking). Returns when the
+// gradients are averaged.
 void dist_average_gradients(ParamStore *params, size_t bucket_bytes);
+// Buckets of the last dist_average_gradients, and how many of them started while backward still had
+// gradients to compute (before the pass's last parameter gradient was final): the overlapped ones.
+void dist_gradients_last_counts(int64_t *buckets, int64_t *started_early);
 
 // Test hook: TAILOR_DIST_TEST_EXIT_AT_STEP=RANK:STEP makes rank RANK _exit(1) when a loop calls
 // this with STEP; TAILOR_DIST_TEST_HANG_AT_STEP=RANK:STEP makes it sleep forever instead.
@@ -94,3 +119,16 @@ void dist_mpi_broadcast(void *buffer, size_t bytes, int root, const char *what);
 void dist_mpi_all_gather(const void *send, void *recv, size_t bytes, const char *what);
 void dist_mpi_reduce_scatter(const void *send, void *recv, int64_t count, DistType type, DistOp op, const char *what);
 void dist_mpi_barrier(const char *what);
+// Non-blocking all-reduce (sum) of a host buffer: started now, completed by dist_mpi_wait_all.
+void dist_mpi_all_reduce_start(void *buffer, int64_t count, DistType type, const char *what);
+void dist_mpi_progress(void);  // tests the started ones, so that MPI moves them along
+void dist_mpi_wait_all(void);  // waits for every started one, each against the deadline
+// ---- NCCL backend (engine/dist_nccl.c); not for callers.
+void dist_nccl_set_unique_id(const uint8_t *id);  // GPU_COMM_UNIQUE_ID_BYTES from the rendezvous
+void dist_nccl_ensure_communicator(void);          // collective: every rank calls it first together
+void dist_nccl_all_reduce(void *buffer, int64_t count, DistType type, DistOp op, const char *what);
+void dist_nccl_broadcast(void *buffer, size_t bytes, int root, const char *what);
+void dist_nccl_all_gather(const void *send, void *recv, size_t bytes, const char *what);
+void dist_nccl_reduce_scatter(const void *send, void *recv, int64_t count, DistType type, DistOp op, const char *what);
+void dist_nccl_barrier(const char *what);
+void dist_nccl_finalize(void);

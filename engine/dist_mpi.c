@@ -32,6 +32,15 @@ static int64_t collective_number;  // collectives started so far on this rank
 static char line_in_collective[512], line_between[256];
 static volatile sig_atomic_t in_collective;
 
+// All-reduces started and not yet waited for (gradient buckets during backward), in start order.
+typedef struct {
+    MPI_Request request;
+    int64_t number;
+    char what[80];
+} Pending;
+static Pending *pending;
+static int pending_count, pending_capacity;
+
 bool dist_mpi_available(void) { return true; }
 
 static double now_seconds(void) {
@@ -53,12 +62,12 @@ static void mpi_fail(const char *kind, const char *what, int code) {
 
 // After a timeout: which other ranks are alive? Each rank that reaches this sends its collective
 // number to every other rank and listens for theirs for a grace period.
-static void report_timeout(const char *kind, const char *what) {
+static void report_timeout(const char *kind, const char *what, int64_t number) {
     double grace = dist_timeout() / 4;
     if (grace < 0.5) grace = 0.5;
     if (grace > 3) grace = 3;
     int n = mpi_size;
-    long long mine = (long long)collective_number;
+    long long mine = (long long)number;
     long long *theirs = calloc((size_t)n, sizeof *theirs);
     MPI_Request *requests = calloc((size_t)(2 * n), sizeof *requests);
     int *answered = calloc((size_t)n, sizeof *answered);
@@ -115,8 +124,8 @@ static void check_thread(const char *kind, const char *what) {
     }
 }
 
-// Polls a started collective until it completes or the deadline passes.
-static void wait_for(MPI_Request *request, const char *kind, const char *what) {
+// Polls a started collective (#number) until it completes or the deadline passes.
+static void wait_for(MPI_Request *request, const char *kind, const char *what, int64_t number) {
     double start = now_seconds(), deadline = start + dist_timeout();
     long polls = 0;
     for (;;) {
@@ -130,7 +139,7 @@ static void wait_for(MPI_Request *request, const char *kind, const char *what) {
         if (polls < 1000) {
             sched_yield();
         } else {
-            if ((polls & 63) == 0 && now_seconds() > deadline) report_timeout(kind, what);
+            if ((polls & 63) == 0 && now_seconds() > deadline) report_timeout(kind, what, number);
             struct timespec pause = {0, 50000};
             nanosleep(&pause, NULL);
         }
@@ -187,6 +196,9 @@ int dist_mpi_init(int expected_rank, int expected_size, char *error, size_t erro
 }
 
 void dist_mpi_finalize(void) {
+    free(pending);
+    pending = NULL;
+    pending_count = pending_capacity = 0;
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
@@ -220,9 +232,54 @@ void dist_mpi_all_reduce(void *buffer, int64_t count, DistType type, DistOp op, 
         int status = MPI_Iallreduce(MPI_IN_PLACE, (char *)buffer + (size_t)start * element, n, mpi_type(type), MPI_SUM,
                                     data_comm, &request);
         if (status != MPI_SUCCESS) mpi_fail("all-reduce", what, status);
-        wait_for(&request, "all-reduce", what);
+        wait_for(&request, "all-reduce", what, collective_number);
     }
     if (op == DIST_AVG) scale(buffer, count, type);
+}
+
+void dist_mpi_all_reduce_start(void *buffer, int64_t count, DistType type, const char *what) {
+    size_t element = type == DIST_F64 ? 8 : 4;
+    for (int64_t start = 0; start < count; start += MAX_CHUNK) {
+        int n = (int)(count - start < MAX_CHUNK ? count - start : MAX_CHUNK);
+        check_thread("all-reduce", what);
+        collective_number++;
+        if (pending_count == pending_capacity) {
+            pending_capacity = pending_capacity ? 2 * pending_capacity : 64;
+            pending = realloc(pending, (size_t)pending_capacity * sizeof *pending);
+            if (!pending) {
+                fprintf(stderr, "error: dist: out of memory queueing all-reduce '%s'\n", what);
+                exit(3);
+            }
+        }
+        Pending *p = &pending[pending_count++];
+        p->number = collective_number;
+        snprintf(p->what, sizeof p->what, "%s", what);
+        int status = MPI_Iallreduce(MPI_IN_PLACE, (char *)buffer + (size_t)start * element, n, mpi_type(type), MPI_SUM,
+                                    data_comm, &p->request);
+        if (status != MPI_SUCCESS) mpi_fail("all-reduce", what, status);
+    }
+}
+
+void dist_mpi_progress(void) {
+    for (int i = 0; i < pending_count; i++) {
+        int done = 0, status = MPI_Test(&pending[i].request, &done, MPI_STATUS_IGNORE);
+        if (status != MPI_SUCCESS) mpi_fail("all-reduce", pending[i].what, status);
+    }
+}
+
+void dist_mpi_wait_all(void) {
+    for (int i = 0; i < pending_count; i++) {
+        Pending *p = &pending[i];
+        // What the SIGTERM handler says while this rank waits here.
+        in_collective = 0;
+        snprintf(line_in_collective, sizeof line_in_collective,
+                 "error: dist: rank %d: terminated by the launcher in all-reduce '%s' (collective #%lld); another rank "
+                 "failed (the launcher's message names it)\n",
+                 mpi_rank, p->what, (long long)p->number);
+        in_collective = 1;
+        wait_for(&p->request, "all-reduce", p->what, p->number);
+    }
+    pending_count = 0;
 }
 
 void dist_mpi_broadcast(void *buffer, size_t bytes, int root, const char *what) {
@@ -232,7 +289,7 @@ void dist_mpi_broadcast(void *buffer, size_t bytes, int root, const char *what) 
         MPI_Request request;
         int status = MPI_Ibcast((char *)buffer + start, n, MPI_BYTE, root, data_comm, &request);
         if (status != MPI_SUCCESS) mpi_fail("broadcast", what, status);
-        wait_for(&request, "broadcast", what);
+        wait_for(&request, "broadcast", what, collective_number);
     }
 }
 
@@ -246,7 +303,7 @@ void dist_mpi_all_gather(const void *send, void *recv, size_t bytes, const char 
     int status = MPI_Iallgather(send == recv ? MPI_IN_PLACE : send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE,
                                 data_comm, &request);
     if (status != MPI_SUCCESS) mpi_fail("all-gather", what, status);
-    wait_for(&request, "all-gather", what);
+    wait_for(&request, "all-gather", what, collective_number);
 }
 
 void dist_mpi_reduce_scatter(const void *send, void *recv, int64_t count, DistType type, DistOp op, const char *what) {
@@ -258,7 +315,7 @@ void dist_mpi_reduce_scatter(const void *send, void *recv, int64_t count, DistTy
     MPI_Request request;
     int status = MPI_Ireduce_scatter_block(send, recv, (int)count, mpi_type(type), MPI_SUM, data_comm, &request);
     if (status != MPI_SUCCESS) mpi_fail("reduce-scatter", what, status);
-    wait_for(&request, "reduce-scatter", what);
+    wait_for(&request, "reduce-scatter", what, collective_number);
     if (op == DIST_AVG) scale(recv, count, type);
 }
 
@@ -267,7 +324,7 @@ void dist_mpi_barrier(const char *what) {
     MPI_Request request;
     int status = MPI_Ibarrier(data_comm, &request);
     if (status != MPI_SUCCESS) mpi_fail("barrier", what, status);
-    wait_for(&request, "barrier", what);
+    wait_for(&request, "barrier", what, collective_number);
 }
 
 #else  // no MPI in this build: dist_init never gets here with world size > 1.
@@ -292,5 +349,8 @@ void dist_mpi_reduce_scatter(const void *send, void *recv, int64_t count, DistTy
     no_mpi();
 }
 void dist_mpi_barrier(const char *what) { no_mpi(); }
+void dist_mpi_all_reduce_start(void *buffer, int64_t count, DistType type, const char *what) { no_mpi(); }
+void dist_mpi_progress(void) {}
+void dist_mpi_wait_all(void) {}
 
 #endif

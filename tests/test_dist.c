@@ -1,9 +1,10 @@
 // Data-parallel training (engine/dist.h): the single-process collectives and placement detection
-// in this process; the loader's shards against the whole batch; then `tailor train` under
-// `mpirun -np 2`: the same weights as one process with the same global batch, a 2-rank checkpoint
-// resumed by 1 process, a killed or hanging rank stopping the run within the timeout with a line
-// naming the rank and the collective, and the start-up checks (batch divisibility, settings that
-// differ between ranks). The mpirun tests need Debian's openmpi-bin (and libopenmpi-dev for the
+// in this process; the gradient buckets' launch order; `--dist-init` refused by the CPU program;
+// the loader's shards against the whole batch; then `tailor train` under `mpirun -np 2`: the same
+// weights as one process with the same global batch, buckets overlapped with backward giving the
+// bits of the averaging after backward, a 2-rank checkpoint resumed by 1 process, a killed or
+// hanging rank stopping the run within the timeout with a line naming the rank and the collective,
+// and the start-up checks (batch divisibility, settings that differ between ranks). The mpirun tests need Debian's openmpi-bin (and libopenmpi-dev for the
 // build to have MPI); without them they fail with one line saying so.
 #include <limits.h>
 #include <math.h>
@@ -20,6 +21,7 @@
 #include "data/loader.h"
 #include "data/transforms.h"
 #include "engine/dist.h"
+#include "engine/dist_buckets.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
 #include "tests/check.h"
@@ -31,6 +33,22 @@ TEST_MAIN_COUNTERS;
 static char build_dir[256] = "build";
 static char work_dir[256];
 static char mpirun[1024];  // "mpirun -np 2 ..." prefix, or "" when there is no mpirun
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int run(const char *command, char *captured, size_t size) { return run_command(work_dir, command, captured, size); }
+
+// A BatchNorm-free model, so the shards' batch statistics cannot differ from the whole batch's
+// (there is no synchronized BatchNorm yet): vit-tiny (12 blocks, 5.5M parameters) on 16x16 inputs
+// in 4x4 patches, with random crops and flips so the shards' augmentation streams are exercised.
+// --threads 1: the GEMMs' summation order then does not depend on the thread count.
+static const char TRAIN_FLAGS[] =
+    "train --model vit-tiny --image-size 16 --patch-size 4 --batch-size 8 --lr 0.05 --optimizer sgd --momentum 0.9 "
+    "--lr-schedule constant --augment crop-flip --workers 1 --threads 1 --device cpu --steps 4";
 
 // ---------------------------------------------------------------- in this process
 
@@ -92,6 +110,71 @@ TEST(placement_from_the_environment) {
     CHECK(rank == 0 && size == 1 && strcmp(launcher, "none") == 0);
 }
 
+// Buckets of 8 floats over 34 elements: [0,8) [8,16) [16,24) [24,32) [32,34). Parameters in creation
+// order r0 [0,12), r1 [30,34) (an early layer's bias, at the end of the buffer with the other
+// no-decay parameters), r2 [12,20), r3 [20,30). Launch order from the layout: by the latest
+// earliest-created parameter: bucket 2 (r2), then 4 and 3 (r1), then 1 and 0 (r0).
+TEST(gradient_buckets_launch_complete_buckets_in_a_fixed_order) {
+    GradientBuckets b;
+    const int64_t start[4] = {0, 30, 12, 20}, size[4] = {12, 4, 8, 10};
+    CHECK(gradient_buckets_init(&b, 34, 8 * sizeof(float), 4, start, size) == 0);
+    CHECK(b.count == 5 && b.bucket == 8);
+    int64_t first, count;
+    gradient_buckets_range(&b, 4, &first, &count);
+    CHECK(first == 32 && count == 2);
+    for (int step = 0; step < 2; step++) {  // the same after a reset
+        CHECK(gradient_buckets_pop(&b, false) == -1);
+        CHECK(gradient_buckets_mark_ready(&b, 20, 10) == 0);  // r3: bucket 2 still lacks [16,20)
+        CHECK(gradient_buckets_pop(&b, false) == -1);
+        CHECK(gradient_buckets_mark_ready(&b, 12, 8) == 0);   // r2: bucket 2 complete
+        CHECK(gradient_buckets_pop(&b, false) == 2);
+        CHECK(gradient_buckets_pop(&b, false) == -1);         // bucket 4 waits for r1
+        CHECK(gradient_buckets_mark_ready(&b, 30, 4) == 0);   // r1: buckets 4 and 3 complete
+        CHECK(gradient_buckets_pop(&b, false) == 4);
+        CHECK(gradient_buckets_pop(&b, false) == 3);
+        CHECK(gradient_buckets_pop(&b, false) == -1);
+        CHECK(gradient_buckets_mark_ready(&b, 12, 8) == 2);   // twice
+        CHECK(gradient_buckets_mark_ready(&b, 13, 7) == 1);   // not a parameter
+        CHECK(gradient_buckets_mark_ready(&b, 0, 12) == 0);
+        CHECK(gradient_buckets_pop(&b, false) == 1);
+        CHECK(gradient_buckets_pop(&b, false) == 0);
+        CHECK(gradient_buckets_pop(&b, false) == -1 && gradient_buckets_pop(&b, true) == -1);
+        gradient_buckets_reset(&b);
+    }
+    // Forced (parameters backward never reached): the same order regardless of readiness.
+    const int64_t order[5] = {2, 4, 3, 1, 0};
+    CHECK(gradient_buckets_mark_ready(&b, 30, 4) == 0);
+    for (int i = 0; i < 5; i++) CHECK(gradient_buckets_pop(&b, true) == order[i]);
+    gradient_buckets_free(&b);
+    CHECK(gradient_buckets_init(&b, 100, 0, 0, NULL, NULL) == 0 && b.count == 1 && b.bucket == (25 << 20) / 4);
+    gradient_buckets_free(&b);
+    const int64_t outside[1] = {90}, outside_size[1] = {20};
+    CHECK(gradient_buckets_init(&b, 100, 64, 1, outside, outside_size) == -1);
+}
+
+// The CPU program has no NCCL: ranks that would meet through --dist-init (no MPI) could not
+// communicate, so every rank stops at start with one line, before any networking.
+TEST(rendezvous_without_a_gpu_stops_at_start) {
+    char command[8192], output[16384];
+    snprintf(command, sizeof command,
+             "%s/tailor %s --data %s/train --out %s/rdzv --dist-init tcp://127.0.0.1:29500 --dist-rank 1 "
+             "--dist-world-size 2 --dist-timeout 60",
+             build_dir, TRAIN_FLAGS, work_dir, work_dir);
+    double start = now_seconds();
+    int status = run(command, output, sizeof output);
+    CHECK_MSG(status == 2, "exit status %d: %s", status, output);
+    CHECK_MSG(now_seconds() - start < 20, "took %.1f s", now_seconds() - start);
+    CHECK_MSG(strstr(output, "error: tailor train: dist: --dist-init tcp://127.0.0.1:29500: 2 ranks without MPI need "
+                             "NCCL for their collectives, and this program has no GPU") &&
+                  strstr(output, "start the ranks with mpirun instead") && !strchr(strchr(output, '\n') + 1, '\n'),
+              "%s", output);
+    snprintf(command, sizeof command, "%s/tailor %s --data %s/train --out %s/rdzv --dist-init tcp://nohost", build_dir,
+             TRAIN_FLAGS, work_dir, work_dir);
+    status = run(command, output, sizeof output);
+    CHECK_MSG(status == 2 && strstr(output, "error: tailor train: dist: --dist-init tcp://nohost: expected tcp://HOST:PORT"), "%s",
+              output);
+}
+
 // Two shards of every batch are, side by side, the whole batch: same samples, same augmentation.
 TEST(loader_shards_make_the_whole_batch) {
     char path[512], error[512];
@@ -138,8 +221,6 @@ TEST(loader_shards_make_the_whole_batch) {
 
 // ---------------------------------------------------------------- under mpirun
 
-static int run(const char *command, char *captured, size_t size) { return run_command(work_dir, command, captured, size); }
-
 static bool have_mpirun(void) {
     if (*mpirun) return true;
     printf("  mpirun not found: install the Debian packages openmpi-bin libopenmpi-dev (sh scripts/ensure_deps.sh "
@@ -175,13 +256,6 @@ static double max_weight_difference(const char *path_a, const char *path_b) {
     return worst;
 }
 
-// A BatchNorm-free model, so the shards' batch statistics cannot differ from the whole batch's
-// (there is no synchronized BatchNorm yet): vit-tiny (12 blocks, 5.5M parameters) on 16x16 inputs
-// in 4x4 patches, with random crops and flips so the shards' augmentation streams are exercised.
-// --threads 1: the GEMMs' summation order then does not depend on the thread count.
-static const char TRAIN_FLAGS[] =
-    "train --model vit-tiny --image-size 16 --patch-size 4 --batch-size 8 --lr 0.05 --optimizer sgd --momentum 0.9 "
-    "--lr-schedule constant --augment crop-flip --workers 1 --threads 1 --device cpu --steps 4";
 
 TEST(two_ranks_train_the_weights_of_one) {
     if (!have_mpirun()) {
@@ -223,6 +297,44 @@ TEST(two_ranks_train_the_weights_of_one) {
         fclose(f);
     }
     CHECK_MSG(strstr(settings, "\"world-size\":2"), "%s", settings);
+}
+
+// Gradient buckets all-reduced during backward (the default) give the bits of the averaging after
+// backward (--no-dist-overlap: one blocking all-reduce per bucket, in index order): each bucket is
+// the same range, summed by the same MPI call and scaled by the same multiply; only when it starts
+// changes. 1 MiB buckets make vit-tiny's 5.5M gradients 21 buckets, most of them complete (and
+// started) while backward still has layers to go.
+TEST(overlapped_buckets_give_the_bits_of_post_backward_averaging) {
+    if (!*mpirun) return;  // reported above
+    char command[8192], output[16384], text[16384];
+    const char *runs[2] = {"overlap", "after"};
+    const char *extra[2] = {"", "--no-dist-overlap"};
+    long long buckets[2] = {-1, -1}, started[2] = {-1, -1};
+    for (int r = 0; r < 2; r++) {
+        snprintf(command, sizeof command, "%s %s/tailor %s --dist-bucket-mb 1 %s --data %s/train --out %s/%s --dist-timeout 60",
+                 mpirun, build_dir, TRAIN_FLAGS, extra[r], work_dir, work_dir, runs[r]);
+        CHECK_MSG(run(command, output, sizeof output) == 0, "%s: %s", runs[r], output);
+        read_command_stdout(work_dir, text, sizeof text);
+        const char *line = strstr(text, "data parallel (mpi): ");
+        CHECK_MSG(line && sscanf(line, "data parallel (mpi): %lld gradient buckets of 1 MiB per step, %lld started before",
+                                 &buckets[r], &started[r]) == 2,
+                  "%s", text);
+    }
+    printf("report: vit-tiny, 2 ranks, 1 MiB buckets: %lld of %lld buckets started before backward's last gradient\n",
+           started[0], buckets[0]);
+    CHECK_MSG(buckets[0] == 21 && buckets[1] == 21, "%lld and %lld buckets", buckets[0], buckets[1]);
+    // Most buckets start while backward still has layers to go; the ones holding the first layers
+    // (and the no-decay parameters of every layer) only with its last gradient.
+    CHECK_MSG(started[0] >= buckets[0] / 2 && started[0] < buckets[0], "%lld started before the end", started[0]);
+    CHECK_MSG(started[1] == 0, "--no-dist-overlap started %lld during backward", started[1]);
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/overlap/checkpoint/model.safetensors", work_dir);
+    snprintf(b, sizeof b, "%s/after/checkpoint/model.safetensors", work_dir);
+    double difference = max_weight_difference(a, b);
+    CHECK_MSG(difference == 0, "max weight difference %g (expected the same bits)", difference);
+    snprintf(b, sizeof b, "%s/one/checkpoint/model.safetensors", work_dir);
+    difference = max_weight_difference(a, b);
+    CHECK_MSG(difference >= 0 && difference <= 1e-5, "against one process: %g", difference);  // bound: as above
 }
 
 // A 2-rank run stopped after 2 steps, resumed by one process to step 4: the weights of 4 steps.
@@ -316,12 +428,6 @@ TEST(sync_batchnorm_matches_one_process) {
     CHECK_MSG(local > 10 * synchronized, "without --sync-bn the difference (%g) should be far larger", local);
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 // A rank that exits in the middle of the run, or hangs: the other stops, non-zero, within the
 // timeout (3 s here, plus start-up), with a line naming the rank and the collective.
 //  - exit, plain mpirun: mpirun itself ends the job at once, naming the process that failed
@@ -409,8 +515,11 @@ int main(void) {
     write_stripes(path, 80, 1);
     RUN_TEST(single_process_collectives);
     RUN_TEST(placement_from_the_environment);
+    RUN_TEST(gradient_buckets_launch_complete_buckets_in_a_fixed_order);
+    RUN_TEST(rendezvous_without_a_gpu_stops_at_start);
     RUN_TEST(loader_shards_make_the_whole_batch);
     RUN_TEST(two_ranks_train_the_weights_of_one);
+    RUN_TEST(overlapped_buckets_give_the_bits_of_post_backward_averaging);
     RUN_TEST(one_rank_resumes_a_two_rank_checkpoint);
     RUN_TEST(zero1_trains_and_checkpoints_the_weights_of_one);
     RUN_TEST(sync_batchnorm_matches_one_process);

@@ -6,8 +6,9 @@
 //
 // Data parallel (engine/dist.h): started by `mpirun -np N` (or srun), every rank trains on a
 // disjoint contiguous shard of each global batch of --batch-size images, in the order one process
-// uses; gradients are averaged over the ranks after backward, so the update is the single
-// process's (up to f32 summation order; no learning-rate scaling) for models without BatchNorm.
+// uses; gradients are averaged over the ranks (in buckets, during backward), so the update is the
+// single process's (up to f32 summation order; no learning-rate scaling) for models without
+// BatchNorm. Without MPI (GPUs only) the ranks meet through --dist-init (engine/dist_rendezvous.h).
 // BatchNorm normalises over each rank's shard (no synchronized BatchNorm yet), and rank 0's
 // running statistics are the ones saved. Rank 0 alone prints, logs, validates, writes best weights
 // and checkpoints.
@@ -115,7 +116,10 @@ int command_train(int argc, char **argv) {
     const char *out_dir = "runs/train", *resume_dir = NULL, *device = "auto";
     int64_t image_size = 32, patch_size = 0, bottleneck = 0, epochs = 10, steps = 0, batch_size = 64, seed = 0;
     int64_t workers = 2, threads = 0, eval_every = 1, stop_at_step = 0;
-    double dist_timeout = 300;
+    double dist_timeout = 300, dist_bucket_mb = 25;
+    const char *dist_address = NULL, *dist_run_id = NULL;
+    int64_t dist_rank_flag = -1, dist_world_flag = -1, dist_local_flag = -1;
+    bool dist_overlap = true;
     double lr = 0.05, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0, backbone_lr = 1.0, bn_momentum = 0;
     bool new_head = false, skip_bad_images = false, nesterov = true, zero1 = false, sync_bn = false;
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
@@ -158,7 +162,14 @@ int command_train(int argc, char **argv) {
         {"threads", FLAG_INT, &threads, "CPU threads for the model (0: all cores)", NULL},
         {"sync-bn", FLAG_BOOL, &sync_bn, "under mpirun: BatchNorm statistics of the global batch (synchronized; CPU)", NULL},
         {"zero1", FLAG_BOOL, &zero1, "under mpirun: shard the optimizer state over the ranks (ZeRO stage 1; CPU)", NULL},
-        {"dist-timeout", FLAG_DOUBLE, &dist_timeout, "under mpirun/srun: seconds a rank waits in a collective before stopping the run", NULL},
+        {"dist-timeout", FLAG_DOUBLE, &dist_timeout, "under mpirun/srun: seconds a rank waits in a collective (or the rendezvous) before stopping the run", NULL},
+        {"dist-init", FLAG_STRING, &dist_address, "ranks without MPI (GPUs, NCCL): meet at tcp://HOST:PORT (rank 0 listens) or file:///SHARED/PATH", NULL},
+        {"dist-run-id", FLAG_STRING, &dist_run_id, "with --dist-init: the same id on every rank of a run, new for each run (default: SLURM_JOB_ID.SLURM_STEP_ID; file:// needs one)", NULL},
+        {"dist-rank", FLAG_INT, &dist_rank_flag, "this process's rank, instead of the launcher's (-1: from OpenMPI/Slurm)", NULL},
+        {"dist-world-size", FLAG_INT, &dist_world_flag, "the number of ranks, with --dist-rank (-1: from OpenMPI/Slurm)", NULL},
+        {"dist-local-rank", FLAG_INT, &dist_local_flag, "this process's index on its node: its GPU (-1: from the launcher, else 0)", NULL},
+        {"dist-overlap", FLAG_BOOL, &dist_overlap, "all-reduce gradient buckets during backward as they complete (off: after backward)", NULL},
+        {"dist-bucket-mb", FLAG_DOUBLE, &dist_bucket_mb, "size of a gradient all-reduce bucket in MiB", NULL},
     };
     args_parse("train", "Train or fine-tune an image classifier and validate it after each epoch.", flags,
                (int)(sizeof flags / sizeof flags[0]), argc, argv, 2);
@@ -173,6 +184,11 @@ int command_train(int argc, char **argv) {
     if (!(bn_momentum >= 0 && bn_momentum <= 1)) FAIL(2, "--bn-momentum must be in (0, 1] (0: the model's default)");
     if (new_head && !pretrained) FAIL(2, "--new-head needs --pretrained");
     if (!(dist_timeout > 0)) FAIL(2, "--dist-timeout must be positive (seconds)");
+    if (!(dist_bucket_mb >= 1.0 / 1024 && dist_bucket_mb <= 4096)) FAIL(2, "--dist-bucket-mb must be in [1/1024, 4096] (MiB)");
+    if (dist_rank_flag < -1 || dist_world_flag < -1 || dist_local_flag < -1 || dist_rank_flag > 1 << 24 ||
+        dist_world_flag > 1 << 24 || dist_local_flag > 1 << 24)
+        FAIL(2, "--dist-rank, --dist-world-size and --dist-local-rank must be in 0..2^24 (-1: from the launcher)");
+    size_t bucket_bytes = (size_t)(dist_bucket_mb * 1048576.0);
     NormalizeParams normalize_check;
     if (transform_normalize_preset(normalize, &normalize_check) != 0)
         FAIL(2, "--normalize %s: expected imagenet, clip, half or none", normalize);
@@ -181,6 +197,16 @@ int command_train(int argc, char **argv) {
     // this point abort every rank (dist's exit hook), so none waits for a rank that stopped.
     DistOptions dist_options = dist_default_options();
     dist_options.timeout_seconds = dist_timeout;
+    dist_options.rank = (int)dist_rank_flag, dist_options.world_size = (int)dist_world_flag;
+    dist_options.local_rank = (int)dist_local_flag;
+    dist_options.init_address = dist_address;
+    dist_options.run_id = dist_run_id;
+    // What must agree before the first collective: flags that change which collectives run (the
+    // run's settings are compared in full once the backend is up).
+    char dist_config[160];
+    snprintf(dist_config, sizeof dist_config, "train device=%.32s zero1=%d sync-bn=%d overlap=%d bucket=%.17g", device,
+             zero1, sync_bn, dist_overlap, dist_bucket_mb);
+    dist_options.config = dist_config;
     if (dist_init(&dist_options, error, sizeof error) != 0) FAIL(2, "%s", error);
     int world_size = dist_world_size(), rank = dist_rank();
     bool main_rank = dist_is_main();
@@ -412,15 +438,16 @@ int command_train(int argc, char **argv) {
             exit_status = 1;
             break;
         }
-        tensor_backward(loss, NULL);
         // Average the gradients over the ranks: each rank's loss is the mean over its shard, so the
-        // average is the gradient of the global batch's mean loss. (GPU/NCCL: buckets will be
-        // launched on a communication stream during backward instead of after it.)
+        // average is the gradient of the global batch's mean loss. With --dist-overlap each bucket
+        // is all-reduced during backward as soon as its parameters' gradients are final.
+        if (!zero && dist_overlap) dist_gradients_overlap_begin(params, bucket_bytes);
+        tensor_backward(loss, NULL);
         optimizer->lr = schedule_lr(&schedule, lr, state.step);
         if (zero) {  // ZeRO-1: reduce-scatter, update this rank's slice, all-gather the parameters
             zero_step(zero, optimizer, params_values(params), params_grads(params));
         } else {
-            dist_average_gradients(params, 0);
+            dist_average_gradients(params, bucket_bytes);
             optimizer_step(optimizer, params_values(params), params_grads(params));
         }
         tensor_scope_end(scope);
@@ -487,6 +514,12 @@ int command_train(int argc, char **argv) {
         printf("step %lld: train loss %.4f, val top-1 %s", (long long)state.step, smoothed_loss, isnan(val_top1) ? "-" : "");
         if (!isnan(val_top1)) printf("%.2f%% (best %.2f%%)", 100 * val_top1, 100 * best);
         printf(", %.0f images/s\n", elapsed > 0 ? (double)images_seen / elapsed : 0.0);
+        int64_t buckets = 0, overlapped = 0;
+        dist_gradients_last_counts(&buckets, &overlapped);
+        if (world_size > 1 && !zero)
+            printf("data parallel (%s): %lld gradient buckets of %g MiB per step, %lld started before backward's last "
+                   "gradient\n",
+                   dist_backend(), (long long)buckets, dist_bucket_mb, (long long)overlapped);
         printf("checkpoint: %s, %slog: %s/log.jsonl\n", checkpoint_dir, best >= 0 ? "best weights: best.safetensors, " : "",
                out_dir);
         char val_text[32] = "null";  // JSON has no NaN

@@ -1,6 +1,11 @@
 // engine/gpu/gpu_comm.h over NCCL (the CUDA program). Compiled and linked in CI; never run here
 // (no GPU): the calls follow the NCCL 2.x documentation ("Creating a communicator with options",
 // "Fault tolerance": ncclCommGetAsyncError / ncclCommAbort). GPU-unverified.
+//
+// Every operation goes on one communication stream, after an event recorded on the default
+// (compute) stream: so gradient buckets queued during backward run while the compute stream goes
+// on with the rest of backward, and NCCL's operations stay in the order they were queued, the
+// same on every rank.
 #include "engine/gpu/gpu_comm.h"
 
 #include <cuda_runtime_api.h>
@@ -72,33 +77,86 @@ int gpu_comm_init(const uint8_t id[GPU_COMM_UNIQUE_ID_BYTES], int rank, int worl
 
 bool gpu_comm_ready(void) { return comm_rank >= 0; }
 
-void gpu_comm_all_reduce_avg_f32(float *device_buffer, int64_t count, double timeout_seconds, const char *what) {
-    if (comm_rank < 0) gpu_fatal("gpu_comm_all_reduce_avg_f32", "%s: the communicator is not initialised", what);
+// What is queued on the communication stream since the last wait, for the timeout's message.
+static char first_queued[96], last_queued[96];
+static int queued_count;
+
+// Makes the communication stream wait for the compute stream's work so far (the buffer's producer).
+static void begin_operation(const char *kind, const char *what) {
+    if (comm_rank < 0) gpu_fatal("gpu_comm", "%s '%s': the communicator is not initialised", kind, what);
     make_device_current();
-    // After the gradients the default stream is still computing.
     cudaEventRecord(ready_event, 0);
     cudaStreamWaitEvent(comm_stream, ready_event, 0);
-    ncclResult_t status = ncclAllReduce(device_buffer, device_buffer, (size_t)count, ncclFloat32, ncclAvg, comm,
-                                        comm_stream);
+    if (queued_count++ == 0) snprintf(first_queued, sizeof first_queued, "%s '%s'", kind, what);
+    snprintf(last_queued, sizeof last_queued, "%s '%s'", kind, what);
+}
+
+static void check_queued(ncclResult_t status) {
+    if (status != ncclSuccess && status != ncclInProgress) {
+        ncclCommAbort(comm);
+        gpu_fatal("dist", "rank %d: %s failed in NCCL: %s", comm_rank, last_queued, ncclGetErrorString(status));
+    }
+}
+
+void gpu_comm_wait(double timeout_seconds) {
+    if (comm_rank < 0 || queued_count == 0) return;
     double deadline = now_seconds() + timeout_seconds;
     for (;;) {
         ncclResult_t state = ncclSuccess;
-        if (status != ncclSuccess && status != ncclInProgress) state = status;
-        else ncclCommGetAsyncError(comm, &state);
+        ncclCommGetAsyncError(comm, &state);
         if (state != ncclSuccess && state != ncclInProgress) {
             ncclCommAbort(comm);
-            gpu_fatal("dist", "rank %d: all-reduce '%s' failed in NCCL: %s", comm_rank, what, ncclGetErrorString(state));
+            gpu_fatal("dist", "rank %d: %s failed in NCCL: %s", comm_rank, first_queued, ncclGetErrorString(state));
         }
         if (state == ncclSuccess && cudaStreamQuery(comm_stream) == cudaSuccess) break;
         if (now_seconds() > deadline) {
             ncclCommAbort(comm);
-            gpu_fatal("dist", "rank %d: all-reduce '%s' timed out after %g s (another rank died or hangs)", comm_rank,
-                      what, timeout_seconds);
+            if (queued_count > 1)
+                gpu_fatal("dist", "rank %d: %d queued NCCL operations, %s to %s, timed out after %g s (another rank died or hangs)",
+                          comm_rank, queued_count, first_queued, last_queued, timeout_seconds);
+            gpu_fatal("dist", "rank %d: %s timed out after %g s (another rank died or hangs)", comm_rank, first_queued,
+                      timeout_seconds);
         }
         struct timespec pause = {0, 200000};
         nanosleep(&pause, NULL);
-        status = ncclSuccess;
     }
+    queued_count = 0;
+}
+
+void gpu_comm_all_reduce_avg_f32_start(float *device_buffer, int64_t count, const char *what) {
+    begin_operation("all-reduce", what);
+    check_queued(ncclAllReduce(device_buffer, device_buffer, (size_t)count, ncclFloat32, ncclAvg, comm, comm_stream));
+}
+
+static ncclDataType_t nccl_type(GpuCommType type) { return type == GPU_COMM_F64 ? ncclFloat64 : ncclFloat32; }
+
+void gpu_comm_all_reduce(void *device_buffer, int64_t count, GpuCommType type, bool average, double timeout_seconds,
+                         const char *what) {
+    begin_operation("all-reduce", what);
+    check_queued(ncclAllReduce(device_buffer, device_buffer, (size_t)count, nccl_type(type), average ? ncclAvg : ncclSum,
+                               comm, comm_stream));
+    gpu_comm_wait(timeout_seconds);
+}
+
+void gpu_comm_broadcast(void *device_buffer, size_t bytes, int root, double timeout_seconds, const char *what) {
+    begin_operation("broadcast", what);
+    check_queued(ncclBroadcast(device_buffer, device_buffer, bytes, ncclUint8, root, comm, comm_stream));
+    gpu_comm_wait(timeout_seconds);
+}
+
+void gpu_comm_all_gather(const void *device_send, void *device_recv, size_t bytes, double timeout_seconds,
+                         const char *what) {
+    begin_operation("all-gather", what);
+    check_queued(ncclAllGather(device_send, device_recv, bytes, ncclUint8, comm, comm_stream));
+    gpu_comm_wait(timeout_seconds);
+}
+
+void gpu_comm_reduce_scatter(const void *device_send, void *device_recv, int64_t count, GpuCommType type, bool average,
+                             double timeout_seconds, const char *what) {
+    begin_operation("reduce-scatter", what);
+    check_queued(ncclReduceScatter(device_send, device_recv, (size_t)count, nccl_type(type), average ? ncclAvg : ncclSum,
+                                   comm, comm_stream));
+    gpu_comm_wait(timeout_seconds);
 }
 
 void gpu_comm_finalize(void) {

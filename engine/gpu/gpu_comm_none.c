@@ -25,11 +25,24 @@ int gpu_comm_init(const uint8_t id[GPU_COMM_UNIQUE_ID_BYTES], int rank, int worl
 
 bool gpu_comm_ready(void) { return false; }
 
-void gpu_comm_all_reduce_avg_f32(float *device_buffer, int64_t count, double timeout_seconds, const char *what) {
-    (void)device_buffer;
-    (void)count;
-    (void)timeout_seconds;
-    gpu_fatal("gpu_comm_all_reduce_avg_f32", "%s: this program has no NCCL", what);
+static _Noreturn void no_nccl(const char *what) { gpu_fatal("gpu_comm", "%s: this program has no NCCL", what); }
+
+void gpu_comm_all_reduce(void *device_buffer, int64_t count, GpuCommType type, bool average, double timeout_seconds,
+                         const char *what) {
+    no_nccl(what);
 }
+void gpu_comm_broadcast(void *device_buffer, size_t bytes, int root, double timeout_seconds, const char *what) {
+    no_nccl(what);
+}
+void gpu_comm_all_gather(const void *device_send, void *device_recv, size_t bytes, double timeout_seconds,
+                         const char *what) {
+    no_nccl(what);
+}
+void gpu_comm_reduce_scatter(const void *device_send, void *device_recv, int64_t count, GpuCommType type, bool average,
+                             double timeout_seconds, const char *what) {
+    no_nccl(what);
+}
+void gpu_comm_all_reduce_avg_f32_start(float *device_buffer, int64_t count, const char *what) { no_nccl(what); }
+void gpu_comm_wait(double timeout_seconds) {}  // nothing can have been queued
 
 void gpu_comm_finalize(void) {}
