@@ -10,6 +10,9 @@
 #include "engine/autograd.h"
 #include "engine/gpu/gpu.h"
 #include "engine/safetensors.h"
+#include "diffusion/noise_schedule.h"
+#include "diffusion/sampler.h"
+#include "diffusion/unet_model.h"
 #include "models/unet.h"
 #include "tests/check.h"
 #include "tests/expect_fatal.h"
@@ -83,6 +86,79 @@ TEST(unet_class_conditional_matches_diffusers) { run_case("class", false); }
 // On the emulated CUDA device (every CUDA thread a fiber): the kernels behind each op the UNet uses.
 TEST(unet_cross_attention_on_device) { run_case("cross", true); }
 TEST(unet_class_conditional_on_device) { run_case("class", true); }
+
+// A golden case's UNet with its weights, for the sampling tests.
+static ParamStore *case_model(const char *name, Unet *net) {
+    GoldenCase c = {.file = golden, .name = name};
+    UnetConfig config;
+    char error[256];
+    const char *json = safetensors_metadata(golden, name);
+    if (!json || unet_config_from_json(json, &config, error, sizeof error) != 0) return NULL;
+    ParamStore *store = params_new();
+    unet_create(net, store, "", config, NULL);
+    golden_load_state(&c, store);
+    params_finalize(store);
+    return store;
+}
+
+static Tensor *sample(const Sampler *sampler, const GuidedModel *model, Shape shape, uint64_t seed) {
+    Rng noise_rng = rng_make(seed, 0), step_rng = rng_make(seed, 1);
+    return sampler_sample(sampler, model, diffusion_randn(&noise_rng, DTYPE_F32, shape, device_cpu()), &step_rng);
+}
+
+static bool bitwise_equal(Tensor *a, Tensor *b) {
+    return shape_equal(tensor_shape(a), tensor_shape(b)) && !memcmp(tensor_data(a), tensor_data(b), (size_t)tensor_numel(a) * sizeof(float));
+}
+
+// The UNet as the samplers' model: a class-conditional one with the null class as guidance's
+// unconditional half (DDIM with eta 1, so step noise comes from the RNG) and a text-conditional one
+// (Euler ancestral); runs are reproducible from the seed, a scale of 1 is the unguided model, and
+// guidance changes the result.
+TEST(sampling_with_guidance) {
+    if (!golden) return;
+    TensorScope scope = tensor_scope_begin();
+    Unet net;
+    ParamStore *store = case_model("class", &net);
+    CHECK(store != NULL);
+    if (!store) return;
+    SamplerConfig config = sampler_config_defaults(SAMPLER_DDIM);
+    sampler_config_set(&config, "eta", "1.0", "test");
+    Sampler ddim = sampler_make(config, 6, "test");
+    Tensor *labels = tensor_empty(DTYPE_I64, SHAPE(2));
+    tensor_i64(labels)[0] = 1, tensor_i64(labels)[1] = 3;
+    GuidedModel guided = guided_model(unet_diffusion_model, &net, labels);
+    guided.null_condition = unet_null_class(&net, device_cpu());
+    guided.guidance_scale = 3.0;
+    Tensor *a = sample(&ddim, &guided, SHAPE(2, 3, 8, 8), 11), *b = sample(&ddim, &guided, SHAPE(2, 3, 8, 8), 11);
+    Tensor *c = sample(&ddim, &guided, SHAPE(2, 3, 8, 8), 12);
+    CHECK(bitwise_equal(a, b) && !bitwise_equal(a, c));
+    bool finite = true;
+    for (int64_t i = 0; i < tensor_numel(a); i++) finite &= isfinite(tensor_get(a, i));
+    CHECK(finite);
+    GuidedModel plain = guided_model(unet_diffusion_model, &net, labels), scale_one = guided;
+    scale_one.guidance_scale = 1.0;
+    Tensor *unguided = sample(&ddim, &plain, SHAPE(2, 3, 8, 8), 11);
+    CHECK(bitwise_equal(sample(&ddim, &scale_one, SHAPE(2, 3, 8, 8), 11), unguided));
+    CHECK(!bitwise_equal(a, unguided));
+    sampler_free(&ddim);
+    unet_free(&net);
+    params_free(store);
+
+    store = case_model("cross", &net);
+    CHECK(store != NULL);
+    if (!store) return;
+    Sampler euler = sampler_make(sampler_config_defaults(SAMPLER_EULER_ANCESTRAL), 5, "test");
+    Rng rng = rng_make(5, 0);
+    GuidedModel text = guided_model(unet_diffusion_model, &net, diffusion_randn(&rng, DTYPE_F32, SHAPE(2, 5, 12), device_cpu()));
+    text.null_condition = tensor_zeros(DTYPE_F32, SHAPE(1, 5, 12));
+    text.guidance_scale = 4.0;
+    Tensor *x = sample(&euler, &text, SHAPE(2, 3, 8, 8), 3);
+    CHECK(bitwise_equal(x, sample(&euler, &text, SHAPE(2, 3, 8, 8), 3)));
+    sampler_free(&euler);
+    unet_free(&net);
+    params_free(store);
+    tensor_scope_end(scope);
+}
 
 TEST(config_errors_are_one_line) {
     UnetConfig config;
@@ -178,6 +254,7 @@ int main(void) {
     RUN_TEST(unet_class_conditional_matches_diffusers);
     RUN_TEST(unet_cross_attention_on_device);
     RUN_TEST(unet_class_conditional_on_device);
+    RUN_TEST(sampling_with_guidance);
     RUN_TEST(config_errors_are_one_line);
     RUN_TEST(sd1_parameter_count);
     RUN_TEST(input_errors_are_one_line);
