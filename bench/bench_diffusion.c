@@ -12,34 +12,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include "diffusion/loss.h"
 #include "diffusion/noise_schedule.h"
 #include "diffusion/sampler.h"
 #include "diffusion/unet_model.h"
+#include "bench/bench_timing.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "models/unet.h"
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double peak_rss_mib(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (double)usage.ru_maxrss / 1024.0;
-}
 
 static UnetConfig bench_config(void) {
     UnetConfig c = unet_default_config();
