@@ -17,6 +17,23 @@ UnetConfig unet_default_config(void) {
     return c;
 }
 
+UnetConfig unet_sd1_config(void) {
+    UnetConfig c = unet_default_config();
+    c.levels = 4;
+    const int64_t widths[4] = {320, 640, 1280, 1280};
+    for (int i = 0; i < 4; i++) {
+        c.block_out_channels[i] = widths[i];
+        c.heads[i] = 8;
+        c.down_cross_attention[i] = i < 3;
+        c.up_cross_attention[i] = i > 0;
+    }
+    c.in_channels = c.out_channels = 4;
+    c.layers_per_block = 2;
+    c.cross_attention_dim = 768;
+    c.norm_groups = 32;
+    return c;
+}
+
 int unet_check_config(const UnetConfig *c, char *error, size_t error_size) {
 #define FAIL(...) return snprintf(error, error_size, __VA_ARGS__), -1
     if (c->levels < 1 || c->levels > UNET_MAX_LEVELS) FAIL("unet: %d levels (block_out_channels), 1-%d supported", c->levels, UNET_MAX_LEVELS);

@@ -81,6 +81,9 @@ typedef struct {
 
 // A small default: the fields diffusers defaults to, with the given widths.
 UnetConfig unet_default_config(void);
+// SD 1.x's UNet (runwayml/stable-diffusion-v1-5 unet/config.json): widths 320/640/1280/1280, 8 heads,
+// 2 layers per block, cross-attention over 768-wide text states, 1x1-conv projections.
+UnetConfig unet_sd1_config(void);
 // Reads a diffusers config.json (UNet2DConditionModel). 0, or -1 with one line in error.
 int unet_config_from_json(const char *json_text, UnetConfig *config, char *error, size_t error_size);
 // Checks the configuration; 0, or -1 with one line in error naming the field.

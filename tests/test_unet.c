@@ -194,19 +194,7 @@ TEST(config_errors_are_one_line) {
 // SD 1.x's UNet has 859,520,964 parameters (diffusers' count for runwayml/stable-diffusion-v1-5);
 // creating it without initialising the weights checks every shape formula at full size.
 TEST(sd1_parameter_count) {
-    UnetConfig c = unet_default_config();
-    c.levels = 4;
-    const int64_t widths[4] = {320, 640, 1280, 1280};
-    for (int i = 0; i < 4; i++) {
-        c.block_out_channels[i] = widths[i];
-        c.heads[i] = 8;
-        c.down_cross_attention[i] = i < 3;
-        c.up_cross_attention[i] = i > 0;
-    }
-    c.in_channels = c.out_channels = 4;
-    c.layers_per_block = 2;
-    c.cross_attention_dim = 768;
-    c.norm_groups = 32;
+    UnetConfig c = unet_sd1_config();
     ParamStore *store = params_new();
     Unet net;
     unet_create(&net, store, "", c, NULL);
