@@ -2,7 +2,8 @@
 // shape forward and backward (dx and dw together), and the batch-norm + ReLU stages, at a given
 // batch size, on omp_get_max_threads() threads. Meant for A/B decisions on a shared machine: run
 // it with OMP_NUM_THREADS=1, old and new binaries back to back. Median of --reps repetitions after
-// one warm-up; GFLOP/s counts 2 flops per multiply-add.
+// one warm-up (thread CPU time on 1 thread, wall time otherwise); GFLOP/s counts 2 flops per
+// multiply-add.
 //
 //   make build/bench/bench_layers && OMP_NUM_THREADS=1 build/bench/bench_layers [--batch-size N] [--reps R] [--unfused] [filter]
 // `filter` keeps the rows whose name contains it (e.g. "layer1"); --unfused times batch norm and ReLU
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/autograd.h"
 #include "engine/cpu/conv.h"
@@ -58,15 +60,25 @@ static float *random_buffer(Rng *rng, int64_t n) {
     return p;
 }
 
+// On 1 thread, the thread's CPU time: on the shared machine the wall time of a 1-thread run also
+// counts the slices the OS gives other processes (the 2 cores have no SMT, so a descheduled
+// thread is simply not running). With more threads, wall time.
+static double now_seconds(void) {
+    if (omp_get_max_threads() > 1) return omp_get_wtime();
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 // Median seconds of `reps` calls of fn(arg) after one warm-up call.
 static double median_time(void (*fn)(void *), void *arg, int reps) {
     double times[64];
     if (reps > 64) reps = 64;
     fn(arg);
     for (int r = 0; r < reps; r++) {
-        double t0 = omp_get_wtime();
+        double t0 = now_seconds();
         fn(arg);
-        times[r] = omp_get_wtime() - t0;
+        times[r] = now_seconds() - t0;
     }
     qsort(times, (size_t)reps, sizeof times[0], compare_doubles);
     return times[reps / 2];

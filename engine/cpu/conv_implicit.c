@@ -1,0 +1,312 @@
+// Implicit-GEMM convolution in f32 with the AVX-512 sgemm micro-kernel, for groups == 1 and
+// stride 1 (ResNet's 3x3 convolutions but the three stride-2 ones):
+//   forward   y[Cout, P] = w[Cout, Kg] @ col[Kg, P]                 (Kg = Cin * KH * KW)
+//   input grad dx = the same forward convolution of dy with the weights transposed and flipped,
+//             w'[ci][co][i][j] = w[co][ci][KH-1-i][KW-1-j], padding dilation * (K - 1) - pad.
+// The im2col matrix col is never built: the GEMM's packed B panels (kc rows x 32 columns, what the
+// micro-kernel reads) are filled straight from the NCHW input. A 32-column panel is one output
+// row at 32x32, two at 16x16, and so on; each run of output pixels of one output row inside a
+// panel (a "segment") is, for one kernel tap, a contiguous run of one input row, copied with two
+// masked vector moves. Against im2col + GEMM this removes, per convolution, writing and re-reading
+// the column matrix (in L2-sized row blocks), the copy into packed panels, and for dx the
+// col2im scatter-add (and the zeroing of dx) -- and the forward GEMM keeps whole 256-deep K blocks
+// instead of the im2col row blocks' 126.
+//
+// Work units are (chunk of images, block of columns); each is computed by one thread with no
+// reduction across units, so results do not depend on the thread count or the schedule.
+#include "engine/cpu/conv.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <omp.h>
+#include <string.h>
+
+#include "engine/cpu/gemm.h"
+
+#define MR SGEMM_AVX512_MR
+#define NR SGEMM_AVX512_NR
+// K block: the 14 x 256 A micro-panel stays in L1 (as in gemm.c).
+#define KC 256
+// At most this many columns per unit: the packed B panel, 256 x 1024 floats = 1 MiB, stays in L2.
+#define NC_MAX 1024
+// Fold images into one unit until it has about this many columns (late ResNet stages: 8x8 and 4x4
+// maps), so each packed A micro-panel is used over several B panels.
+#define TARGET_COLUMNS 512
+
+// A run of output pixels of one output row inside a panel: columns [dst, dst + len) of the panel
+// are pixels (oh, ow .. ow + len - 1) of image `image` (relative to the unit's first image).
+typedef struct {
+    int32_t dst, image, oh, ow, len;
+} Segment;
+
+typedef struct {
+    const ConvGeometry *g;
+    const float *x, *bias;
+    float *y;
+    const float *packed_a;  // all of A, packed: K block pc, row panel mp at pc * m_padded + mp * kc * MR
+    int64_t m_padded;       // Cout rounded up to MR
+    int64_t Kg, P;          // reduction length, output pixels per image
+    int64_t nb, blocks;     // images per chunk; column blocks per chunk
+} ImplicitConv;
+
+static inline __mmask16 lanes(int64_t count) {  // the first min(count, 16) lanes, none if <= 0
+    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
+}
+
+// Segments of every panel of the unit's columns [j0, j0 + nc) (column q = image q / P, pixel q % P);
+// starts[p] .. starts[p + 1] are panel p's. Returns the number of segments.
+static int64_t build_segments(const ConvGeometry *g, int64_t P, int64_t j0, int64_t nc, Segment *segments,
+                              int64_t *starts) {
+    const int64_t OW = g->out_w, panels = (nc + NR - 1) / NR;
+    int64_t count = 0;
+    for (int64_t p = 0; p < panels; p++) {
+        starts[p] = count;
+        int64_t end = j0 + (p + 1) * NR < j0 + nc ? j0 + (p + 1) * NR : j0 + nc;
+        for (int64_t q = j0 + p * NR; q < end;) {
+            int64_t image = q / P, pixel = q % P, oh = pixel / OW, ow = pixel % OW;
+            int64_t len = OW - ow < end - q ? OW - ow : end - q;
+            segments[count++] = (Segment){.dst = (int32_t)(q - j0 - p * NR), .image = (int32_t)image,
+                                          .oh = (int32_t)oh, .ow = (int32_t)ow, .len = (int32_t)len};
+            q += len;
+        }
+    }
+    starts[panels] = count;
+    return count;
+}
+
+// Where row r = (c * KH + i) * KW + j of the implicit im2col matrix reads: the offset of input
+// channel c's plane, and the tap's row and column offsets (i * dilation - pad, j * dilation - pad).
+typedef struct {
+    int64_t plane;
+    int64_t h_off, w_off;
+} Tap;
+
+// Packs rows [pc, pc + kc) of the implicit im2col matrix, columns of the unit's panels, into
+// dst[p * kc * NR + k * NR + t] (zero where the tap falls into the padding or past the columns).
+// Panel by panel, so the stores are sequential: row k of all panels at once would be 32 stores
+// 32 KiB apart, all in the same L1 set (measured: the packing took 28% of a layer1 forward).
+__attribute__((target("avx512f")))
+static void pack_b_implicit(const ConvGeometry *g, const float *x_chunk, const Segment *segments,
+                            const int64_t *starts, int64_t panels, int64_t pc, int64_t kc, Tap *taps, float *dst) {
+    const int64_t H = g->h, W = g->w, KH = g->kh, KW = g->kw, image_size = g->c_in * H * W;
+    for (int64_t k = 0; k < kc; k++) {
+        const int64_t r = pc + k, c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+        taps[k] = (Tap){.plane = c * H * W, .h_off = i * g->dilation_h - g->pad_h, .w_off = j * g->dilation_w - g->pad_w};
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t p = 0; p < panels; p++) {
+        float *panel = dst + p * kc * NR;
+        const Segment *first = &segments[starts[p]];
+        if (starts[p + 1] - starts[p] == 1 && first->len == NR) {
+            // The panel is one run of 32 pixels of one output row (maps 32 wide, or wider): per
+            // tap, row[t] = input row ih at column iw + t, zero outside [0, W). Columns left of
+            // 0 are skipped with an expanding load (lanes lo.. get consecutive input values).
+            const float *image = x_chunk + first->image * image_size;
+            for (int64_t k = 0; k < kc; k++) {
+                float *row = panel + k * NR;
+                const int64_t ih = first->oh + taps[k].h_off, iw = first->ow + taps[k].w_off;
+                if (ih < 0 || ih >= H) {
+                    _mm512_store_ps(row, zero);
+                    _mm512_store_ps(row + 16, zero);
+                    continue;
+                }
+                const int64_t lo = iw < 0 ? -iw : 0, hi = W - iw < NR ? W - iw : NR;
+                const float *src = image + taps[k].plane + ih * W + iw;  // valid from lane lo on
+                __m512 v0, v1;
+                if (lo == 0) {
+                    v0 = _mm512_maskz_loadu_ps(lanes(hi), src);
+                } else {
+                    __mmask16 m = (__mmask16)(lanes(hi) & ~lanes(lo));
+                    v0 = _mm512_maskz_expandloadu_ps(m, src + lo);
+                }
+                if (lo <= 16) {
+                    v1 = _mm512_maskz_loadu_ps(lanes(hi - 16), src + 16);
+                } else {  // only with padding wider than 16 columns
+                    __mmask16 m = (__mmask16)(lanes(hi - 16) & ~lanes(lo - 16));
+                    v1 = _mm512_maskz_expandloadu_ps(m, src + lo);
+                }
+                _mm512_store_ps(row, v0);
+                _mm512_store_ps(row + 16, v1);
+            }
+            continue;
+        }
+        for (int64_t k = 0; k < kc; k++) {
+            float *row = panel + k * NR;
+            _mm512_store_ps(row, zero);
+            _mm512_store_ps(row + 16, zero);
+            for (int64_t s = starts[p]; s < starts[p + 1]; s++) {
+                const Segment *seg = &segments[s];
+                int64_t ih = seg->oh + taps[k].h_off;
+                if (ih < 0 || ih >= H) continue;
+                int64_t iw = seg->ow + taps[k].w_off;  // input column of the segment's first pixel
+                int64_t lo = iw < 0 ? -iw : 0, hi = W - iw < seg->len ? W - iw : seg->len;
+                if (hi <= lo) continue;
+                const float *src = x_chunk + seg->image * image_size + taps[k].plane + ih * W + iw + lo;
+                float *d = row + seg->dst + lo;
+                __mmask16 m0 = lanes(hi - lo), m1 = lanes(hi - lo - 16);
+                _mm512_mask_storeu_ps(d, m0, _mm512_maskz_loadu_ps(m0, src));
+                if (m1) _mm512_mask_storeu_ps(d + 16, m1, _mm512_maskz_loadu_ps(m1, src + 16));
+            }
+        }
+    }
+}
+
+// One unit: columns [j0, j0 + nc) of chunk `chunk`, all output channels. scratch: the packed B
+// panel, the segments, and (folded chunks) the [Cout, nc] result before it is spread over images.
+static void implicit_unit(const ImplicitConv *conv, int64_t chunk, int64_t j0, int64_t nc, float *scratch) {
+    const ConvGeometry *g = conv->g;
+    const int64_t P = conv->P, Kg = conv->Kg, M = g->c_out, panels = (nc + NR - 1) / NR;
+    const int64_t b0 = chunk * conv->nb, n = g->batch - b0 < conv->nb ? g->batch - b0 : conv->nb;
+    float *packed_b = scratch;
+    Segment *segments = (Segment *)(packed_b + KC * panels * NR);
+    int64_t *starts = (int64_t *)(segments + panels * NR);
+    Tap *taps = (Tap *)(starts + panels + 8);
+    float *folded = (float *)(taps + KC);
+    folded = (float *)(((uintptr_t)folded + 63) & ~(uintptr_t)63);
+    build_segments(g, P, j0, nc, segments, starts);
+    const float *x_chunk = conv->x + b0 * g->c_in * g->h * g->w;
+    // One image: write y in place ([Cout, P] with row stride P); several: [Cout, nc] then spread.
+    float *C = n == 1 ? conv->y + b0 * M * P + j0 : folded;
+    const int64_t ldc = n == 1 ? P : nc;
+    for (int64_t pc = 0; pc < Kg; pc += KC) {
+        const int64_t kc = Kg - pc < KC ? Kg - pc : KC;
+        pack_b_implicit(g, x_chunk, segments, starts, panels, pc, kc, taps, packed_b);
+        const float beta = pc == 0 ? 0.0f : 1.0f;
+        for (int64_t ir = 0; ir < M; ir += MR) {
+            const int m = (int)(M - ir < MR ? M - ir : MR);
+            const float *a_panel = conv->packed_a + pc * conv->m_padded + ir * kc;
+            for (int64_t p = 0; p < panels; p++) {
+                const int cols = (int)(nc - p * NR < NR ? nc - p * NR : NR);
+                sgemm_micro_avx512(kc, a_panel, packed_b + p * kc * NR, C + ir * ldc + p * NR, ldc, m, cols, 1.0f, beta);
+            }
+        }
+    }
+    if (n == 1) {
+        if (conv->bias)
+            for (int64_t co = 0; co < M; co++) {
+                float b = conv->bias[co], *row = C + co * ldc;
+                for (int64_t q = 0; q < nc; q++) row[q] += b;
+            }
+        return;
+    }
+    // [Cout, nc] -> y: column q is image b0 + (j0 + q) / P, pixel (j0 + q) % P.
+    for (int64_t co = 0; co < M; co++) {
+        const float b = conv->bias ? conv->bias[co] : 0.0f;
+        for (int64_t q = 0; q < nc;) {
+            int64_t image = (j0 + q) / P, pixel = (j0 + q) % P, run = P - pixel < nc - q ? P - pixel : nc - q;
+            float *out = conv->y + ((b0 + image) * M + co) * P + pixel;
+            const float *src = folded + co * nc + q;
+            for (int64_t t = 0; t < run; t++) out[t] = src[t] + b;
+            q += run;
+        }
+    }
+}
+
+// The input-gradient convolution's A = w'[ci][(co * KH + i) * KW + j] = w[co][ci][KH-1-i][KW-1-j],
+// packed straight from the forward weights w: rows [ci0, ci0 + rows) (one micro-panel, zero past
+// rows), K range [pc, pc + kc) -> dst[k * MR + r]. For one k the panel's rows are w[co][ci0 + r]
+// at one tap: 14 floats `taps` apart, one gather. (Building w' first and packing it cost two more
+// passes over the weights, 9.4 MB at layer4: 24% of its input gradient at batch 16.) Here g is the
+// input-gradient geometry: g->c_out = the forward's Cin, g->c_in = the forward's Cout.
+__attribute__((target("avx512f")))
+static void pack_a_flipped(const ConvGeometry *g, const float *w, int64_t ci0, int rows, int64_t pc, int64_t kc,
+                           float *dst) {
+    const int64_t taps = g->kh * g->kw, cin_forward = g->c_out;
+    const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32((int)taps));
+    const __mmask16 valid = lanes(rows), panel_row = lanes(MR);
+    for (int64_t k = 0; k < kc; k++) {
+        const int64_t co = (pc + k) / taps, t = (pc + k) % taps;
+        const float *base = w + (co * cin_forward + ci0) * taps + (taps - 1 - t);
+        __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, base, 4);
+        _mm512_mask_storeu_ps(dst + k * MR, panel_row, v);
+    }
+}
+
+int conv2d_implicit_applies(const ConvGeometry *g) {
+    return g->groups == 1 && g->stride_h == 1 && g->stride_w == 1 && g->batch > 0 && g->c_out > 0 && g->c_in > 0 &&
+           g->out_h > 0 && g->out_w > 0 && strcmp(sgemm_kernel_name(), "avx512") == 0;
+}
+
+// The forward convolution of x with weights w_rows ([Cout, Kg] row-major), see the file comment.
+// transposed_from (may be NULL; then w_rows is not used): the input-gradient case, A is the
+// flipped transpose of these forward weights (see pack_a_flipped; g is the input-gradient geometry).
+static void implicit_forward(const ConvGeometry *g, const float *x, const float *w_rows, const float *transposed_from,
+                             const float *bias, float *y) {
+    const int64_t P = g->out_h * g->out_w, Kg = g->c_in * g->kh * g->kw, M = g->c_out;
+    const int64_t m_padded = (M + MR - 1) / MR * MR;
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    // Units: chunks of nb images (folded until ~TARGET_COLUMNS columns), each cut into column
+    // blocks of at most NC_MAX; more blocks when there are too few units to keep the threads busy.
+    int64_t nb = (TARGET_COLUMNS + P - 1) / P;
+    if (nb > g->batch) nb = g->batch;
+    const int64_t chunks = (g->batch + nb - 1) / nb, N_chunk = nb * P;
+    int64_t blocks = (N_chunk + NC_MAX - 1) / NC_MAX;
+    while (chunks * blocks < 2 * threads && blocks * NR < N_chunk) blocks++;
+    const int64_t nc_max = ((N_chunk + blocks - 1) / blocks + NR - 1) / NR * NR;
+    const int64_t panels_max = nc_max / NR;
+    // Per-thread scratch, in floats: B panel, segments, panel starts, tap table, folded result.
+    const int64_t per_thread = (KC * nc_max + panels_max * NR * (int64_t)(sizeof(Segment) / sizeof(float)) +
+                                (panels_max + 8) * 2 + KC * (int64_t)(sizeof(Tap) / sizeof(float)) + 16 +
+                                (nb > 1 ? M * nc_max : 0) + 15) /
+                               16 * 16;
+    const int64_t packed_size = (m_padded * Kg + 15) / 16 * 16;
+    float *scratch = conv_scratch_acquire((size_t)(packed_size + per_thread * threads) * sizeof(float));
+    float *packed_a = scratch;
+    // Pack A once for all units: K block pc, row panel mp -> packed_a + pc * m_padded + mp * kc * MR.
+    const int64_t k_blocks = (Kg + KC - 1) / KC, m_panels = m_padded / MR;
+#pragma omp parallel for schedule(static) num_threads(threads) if (M * Kg >= (1 << 16))
+    for (int64_t piece = 0; piece < k_blocks * m_panels; piece++) {
+        const int64_t pc = piece / m_panels * KC, mp = piece % m_panels;
+        const int64_t kc = Kg - pc < KC ? Kg - pc : KC, rows = M - mp * MR < MR ? M - mp * MR : MR;
+        float *dst = packed_a + pc * m_padded + mp * kc * MR;
+        if (transposed_from)
+            pack_a_flipped(g, transposed_from, mp * MR, (int)rows, pc, kc, dst);
+        else
+            sgemm_pack_rows_avx512(w_rows + mp * MR * Kg + pc, Kg, (int)rows, kc, MR, dst);
+    }
+    ImplicitConv conv = {.g = g, .x = x, .bias = bias, .y = y, .packed_a = packed_a, .m_padded = m_padded,
+                         .Kg = Kg, .P = P, .nb = nb, .blocks = blocks};
+    float *thread_scratch = packed_a + packed_size;
+    const int64_t units = chunks * blocks;
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads > 1 && units > 1)
+    for (int64_t unit = 0; unit < units; unit++) {
+        const int64_t chunk = unit / blocks, block = unit % blocks;
+        const int64_t b0 = chunk * nb, n = g->batch - b0 < nb ? g->batch - b0 : nb, N = n * P;
+        // Blocks of this chunk: nc_max columns each, the last one what is left (none if past N).
+        const int64_t j0 = block * nc_max, nc = N - j0 < nc_max ? N - j0 : nc_max;
+        if (nc > 0) implicit_unit(&conv, chunk, j0, nc, thread_scratch + per_thread * omp_get_thread_num());
+    }
+    conv_scratch_release(scratch);
+}
+
+int conv2d_implicit_forward_f32(const ConvGeometry *g, const float *x, const float *w, const float *bias, float *y) {
+    if (!conv2d_implicit_applies(g)) return 0;
+    implicit_forward(g, x, w, NULL, bias, y);
+    return 1;
+}
+
+int conv2d_implicit_backward_data_f32(const ConvGeometry *g, const float *w, const float *dy, float *dx) {
+    // Below 16 input channels (the stem's 3) most of each 14-row tile of dx would be padding; the
+    // im2col path's GEMM then has the better shape (stem: 2.2 ms here vs 1.2 ms at batch 16).
+    if (!conv2d_implicit_applies(g) || g->c_in < 16) return 0;
+    // dx[b][ci][ih][iw] = sum over co, i, j of dy[b][co][ih + pad - i*dil][iw + pad - j*dil] w[co][ci][i][j]:
+    // a stride-1 convolution of dy (Cout channels, OH x OW) with the flipped taps and padding
+    // dil * (K - 1) - pad on each side, whose output is H x W.
+    ConvGeometry t = {.batch = g->batch, .c_in = g->c_out, .h = g->out_h, .w = g->out_w, .c_out = g->c_in,
+                      .kh = g->kh, .kw = g->kw, .stride_h = 1, .stride_w = 1,
+                      .pad_h = g->dilation_h * (g->kh - 1) - g->pad_h, .pad_w = g->dilation_w * (g->kw - 1) - g->pad_w,
+                      .dilation_h = g->dilation_h, .dilation_w = g->dilation_w, .groups = 1};
+    t.out_h = g->h;
+    t.out_w = g->w;
+    implicit_forward(&t, dy, NULL, w, NULL, dx);
+    return 1;
+}
+
+#else
+int conv2d_implicit_applies(const ConvGeometry *g) { return 0; }
+int conv2d_implicit_forward_f32(const ConvGeometry *g, const float *x, const float *w, const float *bias, float *y) {
+    return 0;
+}
+int conv2d_implicit_backward_data_f32(const ConvGeometry *g, const float *w, const float *dy, float *dx) { return 0; }
+#endif
