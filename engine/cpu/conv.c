@@ -154,6 +154,12 @@ static int try_implicit_forward_f32(const ConvGeometry *g, const float *x, const
 static int try_implicit_backward_data_f32(const ConvGeometry *g, const float *w, const float *dy, float *dx) {
     return conv2d_implicit_backward_data_f32(g, w, dy, dx);
 }
+static int try_implicit_backward_filter_f32(const ConvGeometry *g, const float *x, const float *dy, float *dw) {
+    return conv2d_implicit_backward_filter_f32(g, x, dy, dw);
+}
+static int try_implicit_backward_filter_f64(const ConvGeometry *g, const double *x, const double *dy, double *dw) {
+    return 0;
+}
 static int try_implicit_forward_f64(const ConvGeometry *g, const double *x, const double *w, const double *bias,
                                     double *y) {
     return 0;

@@ -50,3 +50,5 @@ int conv2d_implicit_applies(const ConvGeometry *g);
 int conv2d_implicit_forward_f32(const ConvGeometry *g, const float *x, const float *w, const float *bias, float *y);
 // dx only (overwritten), as a forward convolution of dy with the flipped, transposed weights.
 int conv2d_implicit_backward_data_f32(const ConvGeometry *g, const float *w, const float *dy, float *dx);
+// dw only (overwritten), with the pixels as the GEMM's reduction.
+int conv2d_implicit_backward_filter_f32(const ConvGeometry *g, const float *x, const float *dy, float *dw);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "engine/cpu/gemm.h"
+#include "engine/cpu/transpose_avx512.h"
 
 #define MR SGEMM_AVX512_MR
 #define NR SGEMM_AVX512_NR
@@ -53,19 +54,19 @@ static inline __mmask16 lanes(int64_t count) {  // the first min(count, 16) lane
     return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
 }
 
-// Segments of every panel of the unit's columns [j0, j0 + nc) (column q = image q / P, pixel q % P);
-// starts[p] .. starts[p + 1] are panel p's. Returns the number of segments.
-static int64_t build_segments(const ConvGeometry *g, int64_t P, int64_t j0, int64_t nc, Segment *segments,
-                              int64_t *starts) {
-    const int64_t OW = g->out_w, panels = (nc + NR - 1) / NR;
+// Segments of every panel (`width` columns) of the columns [j0, j0 + nc) (column q = image q / P,
+// pixel q % P); starts[p] .. starts[p + 1] are panel p's. Returns the number of segments.
+static int64_t build_segments(const ConvGeometry *g, int64_t P, int64_t j0, int64_t nc, int64_t width,
+                              Segment *segments, int64_t *starts) {
+    const int64_t OW = g->out_w, panels = (nc + width - 1) / width;
     int64_t count = 0;
     for (int64_t p = 0; p < panels; p++) {
         starts[p] = count;
-        int64_t end = j0 + (p + 1) * NR < j0 + nc ? j0 + (p + 1) * NR : j0 + nc;
-        for (int64_t q = j0 + p * NR; q < end;) {
+        int64_t end = j0 + (p + 1) * width < j0 + nc ? j0 + (p + 1) * width : j0 + nc;
+        for (int64_t q = j0 + p * width; q < end;) {
             int64_t image = q / P, pixel = q % P, oh = pixel / OW, ow = pixel % OW;
             int64_t len = OW - ow < end - q ? OW - ow : end - q;
-            segments[count++] = (Segment){.dst = (int32_t)(q - j0 - p * NR), .image = (int32_t)image,
+            segments[count++] = (Segment){.dst = (int32_t)(q - j0 - p * width), .image = (int32_t)image,
                                           .oh = (int32_t)oh, .ow = (int32_t)ow, .len = (int32_t)len};
             q += len;
         }
@@ -81,6 +82,16 @@ typedef struct {
     int64_t h_off, w_off;
 } Tap;
 
+// taps[k] for the rows [r0, r0 + count) of the implicit im2col matrix.
+static void fill_taps(const ConvGeometry *g, int64_t r0, int64_t count, Tap *taps) {
+    const int64_t KH = g->kh, KW = g->kw;
+    for (int64_t k = 0; k < count; k++) {
+        const int64_t r = r0 + k, c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+        taps[k] = (Tap){.plane = c * g->h * g->w, .h_off = i * g->dilation_h - g->pad_h,
+                        .w_off = j * g->dilation_w - g->pad_w};
+    }
+}
+
 // Packs rows [pc, pc + kc) of the implicit im2col matrix, columns of the unit's panels, into
 // dst[p * kc * NR + k * NR + t] (zero where the tap falls into the padding or past the columns).
 // Panel by panel, so the stores are sequential: row k of all panels at once would be 32 stores
@@ -88,11 +99,8 @@ typedef struct {
 __attribute__((target("avx512f")))
 static void pack_b_implicit(const ConvGeometry *g, const float *x_chunk, const Segment *segments,
                             const int64_t *starts, int64_t panels, int64_t pc, int64_t kc, Tap *taps, float *dst) {
-    const int64_t H = g->h, W = g->w, KH = g->kh, KW = g->kw, image_size = g->c_in * H * W;
-    for (int64_t k = 0; k < kc; k++) {
-        const int64_t r = pc + k, c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
-        taps[k] = (Tap){.plane = c * H * W, .h_off = i * g->dilation_h - g->pad_h, .w_off = j * g->dilation_w - g->pad_w};
-    }
+    const int64_t H = g->h, W = g->w, image_size = g->c_in * H * W;
+    fill_taps(g, pc, kc, taps);
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t p = 0; p < panels; p++) {
         float *panel = dst + p * kc * NR;
@@ -163,7 +171,7 @@ static void implicit_unit(const ImplicitConv *conv, int64_t chunk, int64_t j0, i
     Tap *taps = (Tap *)(starts + panels + 8);
     float *folded = (float *)(taps + KC);
     folded = (float *)(((uintptr_t)folded + 63) & ~(uintptr_t)63);
-    build_segments(g, P, j0, nc, segments, starts);
+    build_segments(g, P, j0, nc, NR, segments, starts);
     const float *x_chunk = conv->x + b0 * g->c_in * g->h * g->w;
     // One image: write y in place ([Cout, P] with row stride P); several: [Cout, nc] then spread.
     float *C = n == 1 ? conv->y + b0 * M * P + j0 : folded;
@@ -303,10 +311,142 @@ int conv2d_implicit_backward_data_f32(const ConvGeometry *g, const float *w, con
     return 1;
 }
 
+// ---- Weight gradient: dw[Cout, Kg] = sum over images of dy[Cout, P] @ col[Kg, P]^T ----
+// Here the GEMM's K is the pixels and its N the im2col rows, so a packed B panel (kc pixels x 32
+// im2col rows) is the transpose of what the forward packs: 16 rows x 16 pixels are gathered into
+// registers (expanding loads place each run of pixels at its lanes) and transposed in registers.
+// Against im2col (in row blocks) + a transposing pack per block, this skips writing and
+// re-reading the column matrix, and dy is packed once per K block instead of once per row block.
+
+// Pixels per K block: the A micro-panel (14 x 512 floats, 28 KiB) stays in L1 and a chunk of small
+// maps (4x4: 32 images) is one K block, so its dw partial is read and written once.
+#define DW_KC 512
+
+// dst[k * NR + t] = col[kg0 + t][pixel k] for k < kc, t < cols, zero for t >= cols; the pixels'
+// 16-wide groups have the segments starts[q] .. starts[q + 1]; taps[t] is im2col row kg0 + t.
+__attribute__((target("avx512f")))
+static void pack_b_filter(const ConvGeometry *g, const float *x_chunk, const Segment *segments, const int64_t *starts,
+                          int64_t kc, int cols, const Tap *taps, float *dst) {
+    const int64_t H = g->h, W = g->w, image_size = g->c_in * H * W, groups = (kc + 15) / 16;
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int half = 0; half < 2; half++) {  // im2col rows [16 half, 16 half + 16) of the panel
+        for (int64_t q = 0; q < groups; q++) {
+            __m512 in[16], out[16];
+            const Segment *first = &segments[starts[q]];
+            const int single = starts[q + 1] - starts[q] == 1 && first->len == 16;
+            for (int r = 0; r < 16; r++) {
+                const int t = half * 16 + r;
+                __m512 v = _mm512_setzero_ps();
+                if (t < cols && single) {
+                    // 16 pixels of one output row (maps at least 16 wide): one load of the valid
+                    // input columns, moved up by the lo padding columns with a permute. (A merging
+                    // expand-load here, chained through memory, made this packing 35% of layer1's dw.)
+                    const int64_t ih = first->oh + taps[t].h_off, iw = first->ow + taps[t].w_off;
+                    const int64_t lo = iw < 0 ? -iw : 0, hi = W - iw < 16 ? W - iw : 16;
+                    if (ih >= 0 && ih < H && hi > lo) {
+                        v = _mm512_maskz_loadu_ps(lanes(hi - lo),
+                                                  x_chunk + first->image * image_size + taps[t].plane + ih * W + iw + lo);
+                        if (lo)
+                            v = _mm512_maskz_permutexvar_ps((__mmask16)(lanes(hi) & ~lanes(lo)),
+                                                            _mm512_sub_epi32(iota, _mm512_set1_epi32((int)lo)), v);
+                    }
+                } else if (t < cols) {
+                    for (int64_t s = starts[q]; s < starts[q + 1]; s++) {
+                        const Segment *seg = &segments[s];
+                        const int64_t ih = seg->oh + taps[t].h_off;
+                        if (ih < 0 || ih >= H) continue;
+                        const int64_t iw = seg->ow + taps[t].w_off;
+                        const int64_t lo = iw < 0 ? -iw : 0, hi = W - iw < seg->len ? W - iw : seg->len;
+                        if (hi <= lo) continue;
+                        const __mmask16 m = (__mmask16)(lanes(seg->dst + hi) & ~lanes(seg->dst + lo));
+                        v = _mm512_mask_expandloadu_ps(v, m, x_chunk + seg->image * image_size + taps[t].plane + ih * W + iw + lo);
+                    }
+                }
+                in[r] = v;
+            }
+            transpose16(in, out);
+            const int64_t count = kc - q * 16 < 16 ? kc - q * 16 : 16;
+            for (int64_t p = 0; p < count; p++) _mm512_store_ps(dst + (q * 16 + p) * NR + half * 16, out[p]);
+        }
+    }
+}
+
+int conv2d_implicit_backward_filter_f32(const ConvGeometry *g, const float *x, const float *dy, float *dw) {
+    if (!conv2d_implicit_applies(g)) return 0;
+    const int64_t P = g->out_h * g->out_w, Kg = g->c_in * g->kh * g->kw, M = g->c_out;
+    const int64_t m_padded = (M + MR - 1) / MR * MR, kg_panels = (Kg + NR - 1) / NR;
+    int64_t nb = (DW_KC + P - 1) / P;
+    if (nb > g->batch) nb = g->batch;
+    const int64_t chunks = (g->batch + nb - 1) / nb;
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (threads > chunks) threads = (int)chunks;
+    // Per thread: dw partial (threads > 1), packed A (m_padded x DW_KC), one packed B panel, the
+    // segments of DW_KC pixels (at most one per pixel) and their group starts, the tap table.
+    const int64_t partial = threads > 1 ? (M * Kg + 15) / 16 * 16 : 0;
+    const int64_t per_thread = partial + m_padded * DW_KC + DW_KC * NR +
+                               (DW_KC * (int64_t)sizeof(Segment) + (DW_KC / 16 + 8) * (int64_t)sizeof(int64_t) +
+                                NR * (int64_t)sizeof(Tap) + 63) / 64 * 16;
+    float *scratch = conv_scratch_acquire((size_t)(per_thread * threads) * sizeof(float));
+    if (threads == 1) memset(dw, 0, (size_t)(M * Kg) * sizeof(float));
+    // Static schedule: which chunks a thread sums into its partial must not depend on timing, or
+    // the summation order (and the last bits of dw) would change from run to run.
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        float *mine = scratch + per_thread * omp_get_thread_num();
+        float *acc = threads > 1 ? mine : dw, *packed_a = mine + partial, *packed_b = packed_a + m_padded * DW_KC;
+        Segment *segments = (Segment *)(packed_b + DW_KC * NR);
+        int64_t *starts = (int64_t *)(segments + DW_KC);
+        Tap *taps = (Tap *)(starts + DW_KC / 16 + 8);
+        if (threads > 1) memset(acc, 0, (size_t)(M * Kg) * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t chunk = 0; chunk < chunks; chunk++) {
+            const int64_t b0 = chunk * nb, n = g->batch - b0 < nb ? g->batch - b0 : nb, K = n * P;
+            const float *x_chunk = x + b0 * g->c_in * g->h * g->w;
+            const int64_t k_blocks = (K + DW_KC - 1) / DW_KC;
+            const int64_t k_step = ((K + k_blocks - 1) / k_blocks + 15) / 16 * 16;  // balanced, whole groups of 16
+            for (int64_t pc = 0; pc < K; pc += k_step) {
+                const int64_t kc = K - pc < k_step ? K - pc : k_step;
+                // A = dy[:, pixels pc .. pc + kc) of the chunk, one image's run at a time.
+                for (int64_t mp = 0; mp < m_padded / MR; mp++) {
+                    const int rows = (int)(M - mp * MR < MR ? M - mp * MR : MR);
+                    for (int64_t q = pc; q < pc + kc;) {
+                        const int64_t image = q / P, pixel = q % P, run = P - pixel < pc + kc - q ? P - pixel : pc + kc - q;
+                        sgemm_pack_rows_avx512(dy + ((b0 + image) * M + mp * MR) * P + pixel, P, rows, run, MR,
+                                               packed_a + mp * kc * MR + (q - pc) * MR);
+                        q += run;
+                    }
+                }
+                build_segments(g, P, pc, kc, 16, segments, starts);
+                for (int64_t kp = 0; kp < kg_panels; kp++) {
+                    const int cols = (int)(Kg - kp * NR < NR ? Kg - kp * NR : NR);
+                    fill_taps(g, kp * NR, cols, taps);
+                    pack_b_filter(g, x_chunk, segments, starts, kc, cols, taps, packed_b);
+                    for (int64_t mp = 0; mp < m_padded / MR; mp++) {
+                        const int rows = (int)(M - mp * MR < MR ? M - mp * MR : MR);
+                        sgemm_micro_avx512(kc, packed_a + mp * kc * MR, packed_b, acc + mp * MR * Kg + kp * NR, Kg, rows,
+                                           cols, 1.0f, 1.0f);
+                    }
+                }
+            }
+        }
+    }
+    if (threads > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (M * Kg >= (1 << 14))
+        for (int64_t k = 0; k < M * Kg; k++) {
+            float total = 0;
+            for (int t = 0; t < threads; t++) total += scratch[t * per_thread + k];
+            dw[k] = total;
+        }
+    }
+    conv_scratch_release(scratch);
+    return 1;
+}
+
 #else
 int conv2d_implicit_applies(const ConvGeometry *g) { return 0; }
 int conv2d_implicit_forward_f32(const ConvGeometry *g, const float *x, const float *w, const float *bias, float *y) {
     return 0;
 }
 int conv2d_implicit_backward_data_f32(const ConvGeometry *g, const float *w, const float *dy, float *dx) { return 0; }
+int conv2d_implicit_backward_filter_f32(const ConvGeometry *g, const float *x, const float *dy, float *dw) { return 0; }
 #endif
