@@ -184,6 +184,11 @@ static const Case CASES[] = {
     {2, 16, 16, 16, 130, 3, 3, 1, 1, 1, 1}, // Cout 130 = 9x14 + 4; dx: Cin 16, M = 16 = 14 + 2
     {2, 16, 3, 3, 5, 3, 3, 1, 3, 1, 1},     // dx padding 2 - 3 = -1 (padding beyond the reach)
     {33, 32, 4, 4, 40, 3, 3, 1, 1, 1, 1},   // 4x4 maps: 32 images folded, last chunk partial
+    // Strided forward and weight gradient on the implicit path (gathers; dx through col2im).
+    {2, 16, 65, 65, 20, 3, 3, 2, 1, 1, 1},  // stride 2, 33 wide output: 32-pixel runs gathered
+    {2, 5, 17, 13, 7, 3, 3, 3, 1, 1, 1},    // stride 3, odd sizes
+    {3, 16, 8, 8, 18, 1, 3, 2, 0, 1, 1},    // 1x3 stride 2
+    {4, 24, 16, 16, 32, 3, 3, 2, 1, 2, 1},  // stride 2 with dilation 2
 };
 
 TEST(conv_against_naive_1_thread) {

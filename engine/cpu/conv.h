@@ -44,7 +44,8 @@ DECLARE_CONV_KERNELS(double, f64)
 void *conv_scratch_acquire(size_t bytes);
 void conv_scratch_release(void *p);
 
-// Implicit-GEMM convolution (engine/cpu/conv_implicit.c): f32, groups 1, stride 1, AVX-512 CPUs.
+// Implicit-GEMM convolution (engine/cpu/conv_implicit.c): f32, groups 1, AVX-512 CPUs (the input
+// gradient: stride 1 and Cin >= 16).
 // conv2d_implicit_applies tells whether g qualifies; the others return 0 (nothing done) when not.
 int conv2d_implicit_applies(const ConvGeometry *g);
 int conv2d_implicit_forward_f32(const ConvGeometry *g, const float *x, const float *w, const float *bias, float *y);
