@@ -13,8 +13,10 @@
 // col2im scatter-add (and the zeroing of dx) -- and the forward GEMM keeps whole 256-deep K blocks
 // instead of the im2col row blocks' 126.
 //
-// Work units are (chunk of images, block of columns); each is computed by one thread with no
-// reduction across units, so results do not depend on the thread count or the schedule.
+// Forward and input-gradient work units are (chunk of images, block of columns); each is computed
+// by one thread with no reduction across units, so results do not depend on the thread count or
+// the schedule. The weight gradient sums per-thread partials over a static schedule: the same
+// bits for the same thread count.
 #include "engine/cpu/conv.h"
 
 #if defined(__x86_64__)
