@@ -150,6 +150,30 @@ static void pack_b_implicit(const ConvGeometry *g, const float *x_chunk, const S
             }
             continue;
         }
+        if (starts[p + 1] - starts[p] == 2 && first->len == 16 && first[1].len == 16 && sw == 1) {
+            // Two runs of 16 pixels (maps 16 wide): each half of the row is one masked load
+            // positioned at its input columns, then full stores -- no zero fill, no masked stores
+            // (masked stores over the zero-filled row were the hot spot of this packing).
+            for (int64_t k = 0; k < kc; k++) {
+                float *row = panel + k * NR;
+                for (int half = 0; half < 2; half++) {
+                    const Segment *seg = first + half;
+                    const int64_t ih = seg->oh * sh + taps[k].h_off, iw = seg->ow + taps[k].w_off;
+                    const int64_t lo = iw < 0 ? -iw : 0, hi = W - iw < 16 ? W - iw : 16;
+                    __m512 v = zero;
+                    if (ih >= 0 && ih < H && hi > lo) {
+                        // Lane t reads column iw + t; masked lanes (padding) are never accessed.
+                        // Formed as an integer: for the first row of the first plane the address
+                        // of lane 0 lies before x.
+                        const float *src = (const float *)((uintptr_t)(x_chunk + seg->image * image_size + taps[k].plane + ih * W) +
+                                                           (uintptr_t)(iw * (int64_t)sizeof(float)));
+                        v = _mm512_maskz_loadu_ps((__mmask16)(lanes(hi) & ~lanes(lo)), src);
+                    }
+                    _mm512_store_ps(row + 16 * half, v);
+                }
+            }
+            continue;
+        }
         for (int64_t k = 0; k < kc; k++) {
             float *row = panel + k * NR;
             _mm512_store_ps(row, zero);
