@@ -97,6 +97,10 @@ Tensor *op_upsample_nearest2d(Tensor *x, int out_h, int out_w);
 // eval: use the running statistics. weight/bias/running_* may be NULL.
 Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean, Tensor *running_var,
                       bool training, double momentum, double eps);
+// relu(batch_norm(x, ...)), same arguments: on the CPU one pass writes the activated output and the
+// backward recomputes the ReLU mask from x (the normalised tensor is never stored).
+Tensor *op_batch_norm_relu(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean, Tensor *running_var,
+                           bool training, double momentum, double eps);
 Tensor *op_group_norm(Tensor *x, int groups, Tensor *weight, Tensor *bias, double eps);
 // Normalises over the last dimension (D); weight/bias [D] or NULL.
 Tensor *op_layer_norm(Tensor *x, Tensor *weight, Tensor *bias, double eps);

@@ -70,6 +70,13 @@ static void batch_norm_backward(AutogradNode *node, Tensor *grad_y) {
                                    data_or_null(grads.dbias), workspace, B, C, S, (int)node->ints[0], device_stream());
         GPU_CHECK_LAUNCH();
         if (workspace) gpu_free(workspace);  // reuse is ordered on the same stream
+    } else if (node->saved[3]) {
+        // batch_norm_relu (CPU only): saved[3], saved[4] = the per-channel scale and shift the
+        // forward applied, from which the kernel recomputes the ReLU mask (y is not kept for it).
+        DISPATCH_FLOAT(x, cpu_batch_norm_relu_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
+                       tensor_data(node->saved[2]), data_or_null(weight), tensor_data(node->saved[3]),
+                       tensor_data(node->saved[4]), data_or_null(grads.dx), data_or_null(grads.dweight),
+                       data_or_null(grads.dbias), B, C, S, (int)node->ints[0]);
     } else {
         DISPATCH_FLOAT(x, cpu_batch_norm_backward, tensor_data(x), tensor_data(gc), tensor_data(node->saved[1]),
                        tensor_data(node->saved[2]), data_or_null(weight), data_or_null(grads.dx),
@@ -79,11 +86,13 @@ static void batch_norm_backward(AutogradNode *node, Tensor *grad_y) {
 }
 
 static void batch_norm_forward_cpu(Tensor *xc, Tensor *w, Tensor *b, Tensor *y, Tensor *mean, Tensor *rstd,
-                                   Tensor *running_mean, Tensor *running_var, bool training, double momentum, double eps);
+                                   Tensor *scale, Tensor *shift, Tensor *running_mean, Tensor *running_var,
+                                   bool training, double momentum, double eps);
 
-Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean, Tensor *running_var,
-                      bool training, double momentum, double eps) {
-    const char *op = "batch_norm";
+// op_batch_norm, and op_batch_norm_relu when `relu`: on the CPU one fused kernel and one autograd
+// node; on the CUDA device the batch-norm op followed by op_relu (same values, two nodes).
+static Tensor *batch_norm_op(const char *op, Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean,
+                             Tensor *running_var, bool training, double momentum, double eps, bool relu) {
     check_float_input_any_device(op, x);
     char sx[96];
     tensor_shape_string(x, sx, sizeof sx);
@@ -122,24 +131,49 @@ Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_m
                                            device_stream());
         }
         GPU_CHECK_LAUNCH();
-    } else {
-        batch_norm_forward_cpu(xc, w, b, y, mean, rstd, running_mean, running_var, training, momentum, eps);
+        Tensor *inputs[3] = {x, weight, bias};
+        if (autograd_needed(3, inputs)) {
+            AutogradNode *node = autograd_record(y, "batch_norm", batch_norm_backward, 3, inputs);
+            autograd_save(node, 0, xc);
+            autograd_save(node, 1, mean);
+            autograd_save(node, 2, rstd);
+            node->ints[0] = batch_stats;
+        }
+        return relu ? op_relu(y) : y;
     }
+    Tensor *scale = relu ? tensor_empty_on(x->dtype, SHAPE(C), x->storage->device) : NULL;
+    Tensor *shift = relu ? tensor_empty_on(x->dtype, SHAPE(C), x->storage->device) : NULL;
+    batch_norm_forward_cpu(xc, w, b, y, mean, rstd, scale, shift, running_mean, running_var, training, momentum, eps);
     Tensor *inputs[3] = {x, weight, bias};
     if (autograd_needed(3, inputs)) {
         AutogradNode *node = autograd_record(y, op, batch_norm_backward, 3, inputs);
         autograd_save(node, 0, xc);
         autograd_save(node, 1, mean);
         autograd_save(node, 2, rstd);
+        if (relu) {
+            autograd_save(node, 3, scale);
+            autograd_save(node, 4, shift);
+        }
         node->ints[0] = batch_stats;
     }
     return y;
 }
 
+Tensor *op_batch_norm(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean, Tensor *running_var,
+                      bool training, double momentum, double eps) {
+    return batch_norm_op("batch_norm", x, weight, bias, running_mean, running_var, training, momentum, eps, false);
+}
+
+Tensor *op_batch_norm_relu(Tensor *x, Tensor *weight, Tensor *bias, Tensor *running_mean, Tensor *running_var,
+                           bool training, double momentum, double eps) {
+    return batch_norm_op("batch_norm_relu", x, weight, bias, running_mean, running_var, training, momentum, eps, true);
+}
+
 // The CPU forward: statistics by the fused kernel, then the running-statistics update.
 static void batch_norm_forward_cpu(Tensor *xc, Tensor *w, Tensor *b, Tensor *y, Tensor *mean, Tensor *rstd,
-                                   Tensor *running_mean, Tensor *running_var, bool training, double momentum, double eps) {
-    const char *op = "batch_norm";
+                                   Tensor *scale, Tensor *shift, Tensor *running_mean, Tensor *running_var,
+                                   bool training, double momentum, double eps) {
+    const char *op = scale ? "batch_norm_relu" : "batch_norm";
     int64_t B, C, S;
     channel_layout(xc, &B, &C, &S);
     bool batch_stats = training || !running_mean;
@@ -149,9 +183,14 @@ static void batch_norm_forward_cpu(Tensor *xc, Tensor *w, Tensor *b, Tensor *y, 
     bool update = training && running_mean;
     double *batch_var = update ? malloc((size_t)(C ? C : 1) * sizeof(double)) : NULL;
     if (update && !batch_var) tensor_fatal(op, "out of memory");
-    DISPATCH_FLOAT(x, cpu_batch_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
-                   tensor_data(mean), tensor_data(rstd), batch_var, data_or_null(given_mean), data_or_null(given_var),
-                   B, C, S, eps);
+    if (scale)
+        DISPATCH_FLOAT(x, cpu_batch_norm_relu_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
+                       tensor_data(mean), tensor_data(rstd), tensor_data(scale), tensor_data(shift), batch_var,
+                       data_or_null(given_mean), data_or_null(given_var), B, C, S, eps);
+    else
+        DISPATCH_FLOAT(x, cpu_batch_norm_forward, tensor_data(xc), data_or_null(w), data_or_null(b), tensor_data(y),
+                       tensor_data(mean), tensor_data(rstd), batch_var, data_or_null(given_mean), data_or_null(given_var),
+                       B, C, S, eps);
     if (update) {
         // torch: running = (1 - momentum) running + momentum batch, with the unbiased batch variance.
         double n = (double)(B * S);

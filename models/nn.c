@@ -140,6 +140,13 @@ Tensor *batchnorm_forward(BatchNorm *layer, Tensor *x, bool training) {
                          layer->eps);
 }
 
+Tensor *batchnorm_relu_forward(BatchNorm *layer, Tensor *x, bool training) {
+    if (training && layer->synchronized && dist_world_size() > 1) return op_relu(batchnorm_forward(layer, x, training));
+    if (training) tensor_set(layer->num_batches_tracked, 0, tensor_get(layer->num_batches_tracked, 0) + 1);
+    return op_batch_norm_relu(x, layer->weight, layer->bias, layer->running_mean, layer->running_var, training,
+                              layer->momentum, layer->eps);
+}
+
 LayerNorm layernorm_create(ParamStore *store, const char *prefix, int64_t features, double eps) {
     char name[128];
     LayerNorm layer = {.eps = eps};

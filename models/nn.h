@@ -53,6 +53,8 @@ BatchNorm batchnorm_create(ParamStore *store, const char *prefix, int64_t channe
 // The same with another momentum and eps (e.g. 0.001 and 1e-5 in the FixMatch WideResNet).
 BatchNorm batchnorm_create_with(ParamStore *store, const char *prefix, int64_t channels, double momentum, double eps);
 Tensor *batchnorm_forward(BatchNorm *layer, Tensor *x, bool training);
+// relu(batchnorm_forward(layer, x, training)), through the fused op_batch_norm_relu when the statistics are local.
+Tensor *batchnorm_relu_forward(BatchNorm *layer, Tensor *x, bool training);
 
 LayerNorm layernorm_create(ParamStore *store, const char *prefix, int64_t features, double eps);
 Tensor *layernorm_forward(const LayerNorm *layer, Tensor *x);

@@ -88,11 +88,11 @@ void resnet_free(ResNet *net) {
 }
 
 static Tensor *block_forward(const ResNetConfig *config, ResNetBlock *b, Tensor *x, bool training) {
-    Tensor *out = op_relu(batchnorm_forward(&b->bn1, conv2d_forward(&b->conv1, x), training));
+    Tensor *out = batchnorm_relu_forward(&b->bn1, conv2d_forward(&b->conv1, x), training);
     if (config->block == RESNET_BASIC) {
         out = batchnorm_forward(&b->bn2, conv2d_forward(&b->conv2, out), training);
     } else {
-        out = op_relu(batchnorm_forward(&b->bn2, conv2d_forward(&b->conv2, out), training));
+        out = batchnorm_relu_forward(&b->bn2, conv2d_forward(&b->conv2, out), training);
         out = batchnorm_forward(&b->bn3, conv2d_forward(&b->conv3, out), training);
     }
     Tensor *identity = b->has_downsample ? batchnorm_forward(&b->downsample_bn, conv2d_forward(&b->downsample_conv, x), training) : x;
@@ -100,7 +100,7 @@ static Tensor *block_forward(const ResNetConfig *config, ResNetBlock *b, Tensor 
 }
 
 Tensor *resnet_forward(ResNet *net, Tensor *x, bool training, Tensor *stages[4]) {
-    x = op_relu(batchnorm_forward(&net->bn1, conv2d_forward(&net->conv1, x), training));
+    x = batchnorm_relu_forward(&net->bn1, conv2d_forward(&net->conv1, x), training);
     if (!net->config.cifar_stem) x = op_max_pool2d(x, 3, 2, 1);
     for (int s = 0; s < 4; s++) {
         for (int i = 0; i < net->config.layers[s]; i++) x = block_forward(&net->config, &net->blocks[s][i], x, training);

@@ -40,8 +40,8 @@ SmallCnn small_cnn_create(int64_t in_channels, int64_t width, int64_t classes, u
 }
 
 Tensor *small_cnn_forward(SmallCnn *model, Tensor *x, bool training) {
-    x = op_max_pool2d(op_relu(batchnorm_forward(&model->bn1, conv2d_forward(&model->conv1, x), training)), 2, 2, 0);
-    x = op_relu(batchnorm_forward(&model->bn2, conv2d_forward(&model->conv2, x), training));
+    x = op_max_pool2d(batchnorm_relu_forward(&model->bn1, conv2d_forward(&model->conv1, x), training), 2, 2, 0);
+    x = batchnorm_relu_forward(&model->bn2, conv2d_forward(&model->conv2, x), training);
     x = op_flatten(op_adaptive_avg_pool2d(x, 1, 1), 1, -1);
     return linear_forward(&model->fc, x);
 }

@@ -4,8 +4,9 @@
 // channels (more channels than one block holds, so several blocks, the last one partial), the
 // block-copy im2col for stride 1 with OW == W (with dilation, wider padding, 1-wide maps), the
 // general im2col (strides, OW != W), folded chunks of several images (small maps), pointwise
-// convs, groups, and thread counts 1 and 2 (results must not depend on timing: bitwise equal
-// across repeated runs).
+// convs, groups, the implicit-GEMM path for stride 1 (forward and input gradient: one-row
+// panels, runs across rows and images, wide padding, tile edges), and thread counts 1 and 2
+// (results must not depend on timing: bitwise equal across repeated runs).
 //
 // Tolerance: each result is a sum of n products; f32 sums in a different order than the reference
 // are within about n * 2^-24 * sum |terms| of the exact sum, so the check allows
@@ -173,6 +174,21 @@ static const Case CASES[] = {
     {3, 16, 8, 8, 8, 1, 1, 1, 0, 1, 1},     // pointwise
     {2, 12, 8, 8, 12, 3, 3, 1, 1, 1, 4},    // groups
     {2, 64, 32, 32, 16, 3, 3, 1, 1, 1, 1},  // a ResNet layer1-like shape
+    // Stride 1, groups 1 in f32 take the implicit-GEMM path (engine/cpu/conv_implicit.c); the input
+    // gradient too when Cin >= 16 (as a convolution of dy with flipped weights, padding K-1-pad).
+    {1, 17, 32, 32, 64, 3, 3, 1, 1, 1, 1},  // batch 1 (units split by columns), Cout 64 = 4x14 + 8
+    {2, 20, 33, 33, 22, 3, 3, 1, 1, 1, 1},  // 33 wide: a 32-pixel panel, then runs across rows
+    {3, 19, 7, 5, 9, 3, 3, 1, 1, 1, 1},     // odd, non-square, Cin not a multiple of 16
+    {2, 16, 40, 40, 6, 5, 5, 1, 2, 1, 1},   // 5x5: taps 2 columns left of the row (expanding loads)
+    {1, 2, 5, 8, 3, 3, 3, 1, 20, 1, 1},     // padding 20: more than 16 padding columns in a panel
+    {2, 16, 16, 16, 130, 3, 3, 1, 1, 1, 1}, // Cout 130 = 9x14 + 4; dx: Cin 16, M = 16 = 14 + 2
+    {2, 16, 3, 3, 5, 3, 3, 1, 3, 1, 1},     // dx padding 2 - 3 = -1 (padding beyond the reach)
+    {33, 32, 4, 4, 40, 3, 3, 1, 1, 1, 1},   // 4x4 maps: 32 images folded, last chunk partial
+    // Strided forward and weight gradient on the implicit path (gathers; dx through col2im).
+    {2, 16, 65, 65, 20, 3, 3, 2, 1, 1, 1},  // stride 2, 33 wide output: 32-pixel runs gathered
+    {2, 5, 17, 13, 7, 3, 3, 3, 1, 1, 1},    // stride 3, odd sizes
+    {3, 16, 8, 8, 18, 1, 3, 2, 0, 1, 1},    // 1x3 stride 2
+    {4, 24, 16, 16, 32, 3, 3, 2, 1, 2, 1},  // stride 2 with dilation 2
 };
 
 TEST(conv_against_naive_1_thread) {

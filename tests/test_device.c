@@ -202,7 +202,7 @@ enum { CNN_TENSORS = 10 };
 static Tensor *cnn_loss(Tensor **t, Tensor *labels) {
     // t: x, conv1.w, bn1.w, bn1.b, conv2.w, conv2.b, fc.w, fc.b, bn1.running_mean, bn1.running_var
     Tensor *h = op_conv2d(t[0], t[1], NULL, conv2d_params(1, 1, 1, 1));
-    h = op_relu(op_batch_norm(h, t[2], t[3], t[8], t[9], true, 0.1, 1e-5));
+    h = op_batch_norm_relu(h, t[2], t[3], t[8], t[9], true, 0.1, 1e-5);  // device: batch_norm then relu
     h = op_max_pool2d(h, 2, 2, 0);
     h = op_relu(op_conv2d(h, t[4], t[5], conv2d_params(2, 1, 1, 2)));
     h = op_flatten(op_adaptive_avg_pool2d(h, 1, 1), 1, -1);

@@ -110,7 +110,9 @@ static const char *const KERNEL_NAMES[] = {"avx512", "avx2", "generic"};
 
 // Shapes that mix awkward sizes. The first rows are small (< 64^3 multiply-adds: the unpacked
 // small path, and GEMV-like M or N = 1); the rest are large enough for the packed path with its
-// edge tiles (14x32 / 6x16 / 4x16 register tiles, zero-padded panels, K blocks of 256).
+// edge tiles (14x32 / 6x16 / 4x16 register tiles, zero-padded panels, K blocks of 256). The last
+// rows cover the AVX-512 kernel's 8- and 4-row tiles, exact (M mod 14 = 8 or 4, with full and
+// partial 32-column panels) and padded (M mod 14 = 1..3, 5..7).
 static const int64_t SHAPES[][3] = {
     {1, 1, 1},      {2, 3, 7},      {1, 257, 65},   {129, 1, 33},   {17, 13, 31},   {33, 33, 33},
     {129, 17, 33},  {257, 33, 7},   {31, 129, 17},  {127, 65, 13},  {7, 127, 129},  {3, 257, 257},
@@ -118,6 +120,8 @@ static const int64_t SHAPES[][3] = {
     {65, 63, 127},  {63, 31, 257},  {13, 257, 129}, {129, 17, 129}, {257, 33, 65},  {31, 129, 70},
     {127, 65, 40},  {7, 127, 300},  {3, 257, 400},  {257, 2, 600},  {15, 33, 600},  {28, 64, 256},
     {29, 95, 257},  {42, 48, 513},  {65, 65, 64},   {17, 1000, 31},
+    {64, 160, 260}, {22, 96, 40},   {18, 70, 300},  {128, 64, 33},  {256, 96, 70},  {512, 64, 20},
+    {8, 64, 100},   {4, 96, 300},   {20, 45, 90},   {16, 33, 270},
 };
 #define SHAPE_COUNT ((int)(sizeof(SHAPES) / sizeof(SHAPES[0])))
 

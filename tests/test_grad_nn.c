@@ -69,6 +69,17 @@ GRAD_CASE(grad_batch_norm_no_affine, "batch_norm", op_batch_norm(in[0], NULL, NU
 GRAD_CASE(grad_batch_norm_eval, "batch_norm",
           op_batch_norm(in[0], in[1], in[2], in[3], in[4], false, 0.1, 1e-5), X(SHAPE(3, 2, 2, 3)), X(SHAPE(2)),
           X(SHAPE(2)), constant(SHAPE(2), 1, 0), constant(SHAPE(2), 0.1, 1))
+GRAD_CASE(grad_batch_norm_relu_train, "batch_norm_relu",
+          op_batch_norm_relu(in[0], in[1], in[2], NULL, NULL, true, 0.1, 1e-5), X(SHAPE(4, 3, 2, 3)), X(SHAPE(3)),
+          X(SHAPE(3)))
+GRAD_CASE(grad_batch_norm_relu_train_running, "batch_norm_relu",
+          op_batch_norm_relu(in[0], in[1], in[2], in[3], in[4], true, 0.1, 1e-5), X(SHAPE(3, 2, 5)), X(SHAPE(2)),
+          X(SHAPE(2)), constant(SHAPE(2), 1, 0), constant(SHAPE(2), 0.1, 1))
+GRAD_CASE(grad_batch_norm_relu_no_affine, "batch_norm_relu",
+          op_batch_norm_relu(in[0], NULL, NULL, NULL, NULL, true, 0.1, 1e-5), X(SHAPE(2, 3, 4)))
+GRAD_CASE(grad_batch_norm_relu_eval, "batch_norm_relu",
+          op_batch_norm_relu(in[0], in[1], in[2], in[3], in[4], false, 0.1, 1e-5), X(SHAPE(3, 2, 2, 3)), X(SHAPE(2)),
+          X(SHAPE(2)), constant(SHAPE(2), 1, 0), constant(SHAPE(2), 0.1, 1))
 GRAD_CASE(grad_group_norm, "group_norm", op_group_norm(in[0], 3, in[1], in[2], 1e-5), X(SHAPE(2, 6, 3, 2)),
           X(SHAPE(6)), X(SHAPE(6)))
 GRAD_CASE(grad_group_norm_one_group, "group_norm", op_group_norm(in[0], 1, in[1], NULL, 1e-5), X(SHAPE(2, 4, 5)),
@@ -363,6 +374,56 @@ static void check_batch_norm_running(DType dtype) {
     tensor_scope_end(scope);
 }
 
+// op_batch_norm_relu is relu(op_batch_norm) computed in one pass: the same output, running statistics
+// and gradients to the bit in f32 and f64 (the fused kernels do the same arithmetic in the same
+// order; the ReLU mask is recomputed from x with the scale and shift the forward used), in
+// training (batch statistics, with and without running statistics and affine) and eval mode.
+// S = 63 per channel row, so the vector loops and their scalar tails both run.
+static Tensor *copy_of(Tensor *t) {
+    Tensor *c = tensor_empty_like(t);
+    tensor_copy_raw(c, t);
+    return c;
+}
+
+static void check_batch_norm_relu_matches_composition(DType dtype, bool training, bool affine, bool running) {
+    TensorScope scope = tensor_scope_begin();
+    Rng rng = rng_make(21, 0);
+    const int64_t B = 3, C = 5, H = 7, W = 9;
+    Tensor *x = tensor_empty(dtype, SHAPE(B, C, H, W)), *g = tensor_empty(dtype, SHAPE(B, C, H, W));
+    Tensor *w = tensor_empty(dtype, SHAPE(C)), *b = tensor_empty(dtype, SHAPE(C));
+    for (int64_t i = 0; i < tensor_numel(x); i++) tensor_set(x, i, 2 * rng_normal(&rng) + 0.5);
+    for (int64_t i = 0; i < tensor_numel(g); i++) tensor_set(g, i, rng_normal(&rng));
+    for (int64_t c = 0; c < C; c++) tensor_set(w, c, 1 + 0.3 * rng_normal(&rng)), tensor_set(b, c, 0.2 * rng_normal(&rng));
+    Tensor *results[2][6];  // y, dx, dw, db, running mean, running var
+    for (int fused = 0; fused < 2; fused++) {
+        Tensor *xi = tensor_requires_grad(copy_of(x));
+        Tensor *wi = affine ? tensor_requires_grad(copy_of(w)) : NULL, *bi = affine ? tensor_requires_grad(copy_of(b)) : NULL;
+        Tensor *rm = running ? tensor_zeros(dtype, SHAPE(C)) : NULL, *rv = running ? tensor_full(dtype, SHAPE(C), 1) : NULL;
+        Tensor *y = fused ? op_batch_norm_relu(xi, wi, bi, rm, rv, training, 0.1, 1e-5)
+                          : op_relu(op_batch_norm(xi, wi, bi, rm, rv, training, 0.1, 1e-5));
+        tensor_backward(y, g);
+        Tensor *r[6] = {y, xi->grad, wi ? wi->grad : NULL, bi ? bi->grad : NULL, rm, rv};
+        for (int k = 0; k < 6; k++) results[fused][k] = r[k];
+    }
+    for (int k = 0; k < 6; k++) {
+        if (!results[0][k]) continue;
+        int64_t n = tensor_numel(results[0][k]), mismatches = 0;
+        for (int64_t i = 0; i < n; i++) mismatches += tensor_get(results[0][k], i) != tensor_get(results[1][k], i);
+        CHECK_MSG(mismatches == 0, "%s training=%d affine=%d running=%d: result %d differs in %lld of %lld entries",
+                  dtype_name(dtype), training, affine, running, k, (long long)mismatches, (long long)n);
+    }
+    tensor_scope_end(scope);
+}
+
+TEST(batch_norm_relu_matches_composition) {
+    for (int d = 0; d < 2; d++) {
+        DType dtype = d ? DTYPE_F64 : DTYPE_F32;
+        check_batch_norm_relu_matches_composition(dtype, true, true, true);
+        check_batch_norm_relu_matches_composition(dtype, true, false, false);
+        check_batch_norm_relu_matches_composition(dtype, false, true, true);
+    }
+}
+
 TEST(batch_norm_running_statistics) {
     check_batch_norm_running(DTYPE_F64);
     check_batch_norm_running(DTYPE_F32);
@@ -538,6 +599,10 @@ int main(void) {
     RUN_TEST(grad_batch_norm_train_2d);
     RUN_TEST(grad_batch_norm_no_affine);
     RUN_TEST(grad_batch_norm_eval);
+    RUN_TEST(grad_batch_norm_relu_train);
+    RUN_TEST(grad_batch_norm_relu_train_running);
+    RUN_TEST(grad_batch_norm_relu_no_affine);
+    RUN_TEST(grad_batch_norm_relu_eval);
     RUN_TEST(grad_group_norm);
     RUN_TEST(grad_group_norm_one_group);
     RUN_TEST(grad_group_norm_per_channel);
@@ -549,6 +614,7 @@ int main(void) {
     RUN_TEST(adaptive_avg_pool_windows);
     RUN_TEST(upsample_nearest_indices);
     RUN_TEST(batch_norm_running_statistics);
+    RUN_TEST(batch_norm_relu_matches_composition);
     RUN_TEST(norms_match_naive_loops);
     RUN_TEST(pooling_f32_matches_f64);
     printf("report: gradient-checked ops: %s\n", gradcheck_checked_ops());

@@ -98,7 +98,7 @@ static ConvScratch *all_conv_scratch;
 static pthread_mutex_t conv_scratch_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local ConvScratch *thread_conv_scratch;
 
-static void *conv_scratch_acquire(size_t bytes) {
+void *conv_scratch_acquire(size_t bytes) {
     size_t rounded = (bytes + 4095) & ~(size_t)4095;  // a multiple of the alignment, as C11 wants
     if (rounded == 0) rounded = 4096;
     ConvScratch *cache = thread_conv_scratch;
@@ -130,7 +130,7 @@ static void *conv_scratch_acquire(size_t bytes) {
     return p;
 }
 
-static void conv_scratch_release(void *p) {
+void conv_scratch_release(void *p) {
     ConvScratch *cache = thread_conv_scratch;
     if (cache && cache->busy && p == cache->data) cache->busy = false;
     else free(p);
@@ -146,6 +146,27 @@ typedef struct {
 
 // Scratch elements rounded up to 64 bytes so every per-thread slice stays aligned.
 static int64_t aligned_count(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+// The implicit-GEMM paths exist for f32 only; f64 (gradient checks) always uses im2col.
+static int try_implicit_forward_f32(const ConvGeometry *g, const float *x, const float *w, const float *bias, float *y) {
+    return conv2d_implicit_forward_f32(g, x, w, bias, y);
+}
+static int try_implicit_backward_data_f32(const ConvGeometry *g, const float *w, const float *dy, float *dx) {
+    return conv2d_implicit_backward_data_f32(g, w, dy, dx);
+}
+static int try_implicit_backward_filter_f32(const ConvGeometry *g, const float *x, const float *dy, float *dw) {
+    return conv2d_implicit_backward_filter_f32(g, x, dy, dw);
+}
+static int try_implicit_backward_filter_f64(const ConvGeometry *g, const double *x, const double *dy, double *dw) {
+    return 0;
+}
+static int try_implicit_forward_f64(const ConvGeometry *g, const double *x, const double *w, const double *bias,
+                                    double *y) {
+    return 0;
+}
+static int try_implicit_backward_data_f64(const ConvGeometry *g, const double *w, const double *dy, double *dx) {
+    return 0;
+}
 
 #define real float
 #define FN(name) name##_f32

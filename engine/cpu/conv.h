@@ -14,6 +14,7 @@
 // partials summed at the end) when there are at least as many chunks as threads; otherwise chunks
 // run one after another with multi-threaded GEMMs.
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -36,3 +37,19 @@ void conv_geometry_finish(ConvGeometry *g);
                                       real *dx, real *dw, real *dbias);
 DECLARE_CONV_KERNELS(float, f32)
 DECLARE_CONV_KERNELS(double, f64)
+
+// ---- Internal: shared by conv.c and conv_implicit.c, not for other callers. ----
+
+// Per-thread scratch buffer of at least `bytes` (64-byte aligned), kept for the next call.
+void *conv_scratch_acquire(size_t bytes);
+void conv_scratch_release(void *p);
+
+// Implicit-GEMM convolution (engine/cpu/conv_implicit.c): f32, groups 1, AVX-512 CPUs (the input
+// gradient: stride 1 and Cin >= 16).
+// conv2d_implicit_applies tells whether g qualifies; the others return 0 (nothing done) when not.
+int conv2d_implicit_applies(const ConvGeometry *g);
+int conv2d_implicit_forward_f32(const ConvGeometry *g, const float *x, const float *w, const float *bias, float *y);
+// dx only (overwritten), as a forward convolution of dy with the flipped, transposed weights.
+int conv2d_implicit_backward_data_f32(const ConvGeometry *g, const float *w, const float *dy, float *dx);
+// dw only (overwritten), with the pixels as the GEMM's reduction.
+int conv2d_implicit_backward_filter_f32(const ConvGeometry *g, const float *x, const float *dy, float *dw);

@@ -12,6 +12,8 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "engine/cpu/transpose_avx512.h"
+
 #define MR SGEMM_AVX512_MR
 #define NR SGEMM_AVX512_NR
 
@@ -24,25 +26,28 @@ static inline __mmask16 lanes(int64_t count) {  // the first min(count, 16) lane
 #define A_PREFETCH "448"
 #define B_PREFETCH "1024"
 
-// One k step at step offset K (0..3 inside the unrolled loop).
+// One k step at step offset K (0..3 inside the unrolled loop): load the B row, then ROWS(K) does
+// one broadcast of A and two FMAs per row of the tile.
 #define KROW(I, R0, R1, K)                                                \
     "vbroadcastss " #K "*56+" #I "*4(%[a]), %%zmm30\n\t"                  \
     "vfmadd231ps %%zmm30, %%zmm28, %%zmm" #R0 "\n\t"                      \
     "vfmadd231ps %%zmm30, %%zmm29, %%zmm" #R1 "\n\t"
-#define KSTEP(K)                                                          \
+#define KLOAD(K)                                                          \
     "vmovaps " #K "*128(%[b]), %%zmm28\n\t"                               \
     "vmovaps " #K "*128+64(%[b]), %%zmm29\n\t"                            \
     "prefetcht0 " #K "*56+" A_PREFETCH "(%[a])\n\t"                       \
     "prefetcht0 " #K "*128+" B_PREFETCH "(%[b])\n\t"                      \
-    "prefetcht0 " #K "*128+64+" B_PREFETCH "(%[b])\n\t"                   \
-    KROW(0, 0, 1, K) KROW(1, 2, 3, K) KROW(2, 4, 5, K) KROW(3, 6, 7, K)   \
-    KROW(4, 8, 9, K) KROW(5, 10, 11, K) KROW(6, 12, 13, K)                \
-    KROW(7, 14, 15, K) KROW(8, 16, 17, K) KROW(9, 18, 19, K)              \
-    KROW(10, 20, 21, K) KROW(11, 22, 23, K) KROW(12, 24, 25, K)           \
-    KROW(13, 26, 27, K)
+    "prefetcht0 " #K "*128+64+" B_PREFETCH "(%[b])\n\t"
+#define ROWS4(K) KROW(0, 0, 1, K) KROW(1, 2, 3, K) KROW(2, 4, 5, K) KROW(3, 6, 7, K)
+#define ROWS8(K) ROWS4(K) KROW(4, 8, 9, K) KROW(5, 10, 11, K) KROW(6, 12, 13, K) KROW(7, 14, 15, K)
+#define ROWS14(K) ROWS8(K) KROW(8, 16, 17, K) KROW(9, 18, 19, K) KROW(10, 20, 21, K) \
+    KROW(11, 22, 23, K) KROW(12, 24, 25, K) KROW(13, 26, 27, K)
 
 #define ZERO2(R0, R1) "vpxord %%zmm" #R0 ", %%zmm" #R0 ", %%zmm" #R0 "\n\t" \
                       "vpxord %%zmm" #R1 ", %%zmm" #R1 ", %%zmm" #R1 "\n\t"
+#define ZERO4 ZERO2(0, 1) ZERO2(2, 3) ZERO2(4, 5) ZERO2(6, 7)
+#define ZERO8 ZERO4 ZERO2(8, 9) ZERO2(10, 11) ZERO2(12, 13) ZERO2(14, 15)
+#define ZERO14 ZERO8 ZERO2(16, 17) ZERO2(18, 19) ZERO2(20, 21) ZERO2(22, 23) ZERO2(24, 25) ZERO2(26, 27)
 
 // Row store, beta == 0: C = alpha * acc.
 #define STORE0(R0, R1)                                                    \
@@ -60,58 +65,63 @@ static inline __mmask16 lanes(int64_t count) {  // the first min(count, 16) lane
     "vmovups %%zmm28, (%[c])\n\t"                                         \
     "vmovups %%zmm29, 64(%[c])\n\t"                                       \
     "add %[ldc_bytes], %[c]\n\t"
+#define STORES4(S) S(0, 1) S(2, 3) S(4, 5) S(6, 7)
+#define STORES8(S) STORES4(S) S(8, 9) S(10, 11) S(12, 13) S(14, 15)
+#define STORES14(S) STORES8(S) S(16, 17) S(18, 19) S(20, 21) S(22, 23) S(24, 25) S(26, 27)
 
-// The full 14 x 32 tile: C[0:14, 0:32] = alpha * A @ B + beta * C (beta == 0: C not read).
-__attribute__((target("avx512f")))
-static void micro_avx512_full(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                              float alpha, float beta) {
-    int64_t k_blocks = kc / 4, k_rest = kc % 4;
-    int64_t ldc_bytes = ldc * (int64_t)sizeof(float);
-    int64_t beta_nonzero = beta != 0.0f;
-    __asm__ volatile(
-        ZERO2(0, 1) ZERO2(2, 3) ZERO2(4, 5) ZERO2(6, 7) ZERO2(8, 9) ZERO2(10, 11) ZERO2(12, 13)
-        ZERO2(14, 15) ZERO2(16, 17) ZERO2(18, 19) ZERO2(20, 21) ZERO2(22, 23) ZERO2(24, 25)
-        ZERO2(26, 27)
-        "test %[k_blocks], %[k_blocks]\n\t"
-        "jz 2f\n\t"
-        ".p2align 5\n"
-        "1:\n\t"
-        KSTEP(0) KSTEP(1) KSTEP(2) KSTEP(3)
-        "add $224, %[a]\n\t"
-        "add $512, %[b]\n\t"
-        "dec %[k_blocks]\n\t"
-        "jnz 1b\n"
-        "2:\n\t"
-        "test %[k_rest], %[k_rest]\n\t"
-        "jz 4f\n"
-        "3:\n\t"
-        KSTEP(0)
-        "add $56, %[a]\n\t"
-        "add $128, %[b]\n\t"
-        "dec %[k_rest]\n\t"
-        "jnz 3b\n"
-        "4:\n\t"
-        "vbroadcastss %[alpha], %%zmm30\n\t"
-        "test %[beta_nonzero], %[beta_nonzero]\n\t"
-        "jnz 5f\n\t"
-        STORE0(0, 1) STORE0(2, 3) STORE0(4, 5) STORE0(6, 7) STORE0(8, 9) STORE0(10, 11)
-        STORE0(12, 13) STORE0(14, 15) STORE0(16, 17) STORE0(18, 19) STORE0(20, 21)
-        STORE0(22, 23) STORE0(24, 25) STORE0(26, 27)
-        "jmp 6f\n"
-        "5:\n\t"
-        "vbroadcastss %[beta], %%zmm31\n\t"
-        STORE1(0, 1) STORE1(2, 3) STORE1(4, 5) STORE1(6, 7) STORE1(8, 9) STORE1(10, 11)
-        STORE1(12, 13) STORE1(14, 15) STORE1(16, 17) STORE1(18, 19) STORE1(20, 21)
-        STORE1(22, 23) STORE1(24, 25) STORE1(26, 27)
-        "6:\n\t"
-        : [a] "+r"(a), [b] "+r"(b), [c] "+r"(c), [k_blocks] "+r"(k_blocks), [k_rest] "+r"(k_rest)
-        : [ldc_bytes] "r"(ldc_bytes), [alpha] "m"(alpha), [beta] "m"(beta),
-          [beta_nonzero] "r"(beta_nonzero)
-        : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
-          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
-          "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28",
-          "xmm29", "xmm30", "xmm31");
-}
+// A tile of ROWS x 32: C[0:ROWS, 0:32] = alpha * A @ B + beta * C (beta == 0: C not read), reading
+// the first ROWS of each 14-float step of the packed A panel. ROWS = 14 is the kernel; 8 and 4 serve
+// the last row panel of M = 64, 128, 256, 512 (M mod 14 = 8, 2, 4, 8), which the 14-row tile would
+// compute in full (at M = 64, 6 of the 70 rows computed were padding: 9% of the FMAs).
+#define DEFINE_MICRO_TILE(name, ZERO, ROWS, STORES)                                                    \
+    __attribute__((target("avx512f"))) static void name(int64_t kc, const float *a, const float *b,  \
+                                                         float *c, int64_t ldc, float alpha,         \
+                                                         float beta) {                                \
+        int64_t k_blocks = kc / 4, k_rest = kc % 4;                                                   \
+        int64_t ldc_bytes = ldc * (int64_t)sizeof(float);                                             \
+        int64_t beta_nonzero = beta != 0.0f;                                                          \
+        __asm__ volatile(                                                                             \
+            ZERO                                                                                      \
+            "test %[k_blocks], %[k_blocks]\n\t"                                                       \
+            "jz 2f\n\t"                                                                               \
+            ".p2align 5\n"                                                                            \
+            "1:\n\t"                                                                                  \
+            KLOAD(0) ROWS(0) KLOAD(1) ROWS(1) KLOAD(2) ROWS(2) KLOAD(3) ROWS(3)                       \
+            "add $224, %[a]\n\t"                                                                      \
+            "add $512, %[b]\n\t"                                                                      \
+            "dec %[k_blocks]\n\t"                                                                     \
+            "jnz 1b\n"                                                                                \
+            "2:\n\t"                                                                                  \
+            "test %[k_rest], %[k_rest]\n\t"                                                           \
+            "jz 4f\n"                                                                                 \
+            "3:\n\t"                                                                                  \
+            KLOAD(0) ROWS(0)                                                                          \
+            "add $56, %[a]\n\t"                                                                       \
+            "add $128, %[b]\n\t"                                                                      \
+            "dec %[k_rest]\n\t"                                                                       \
+            "jnz 3b\n"                                                                                \
+            "4:\n\t"                                                                                  \
+            "vbroadcastss %[alpha], %%zmm30\n\t"                                                      \
+            "test %[beta_nonzero], %[beta_nonzero]\n\t"                                               \
+            "jnz 5f\n\t"                                                                              \
+            STORES(STORE0)                                                                            \
+            "jmp 6f\n"                                                                                \
+            "5:\n\t"                                                                                  \
+            "vbroadcastss %[beta], %%zmm31\n\t"                                                       \
+            STORES(STORE1)                                                                            \
+            "6:\n\t"                                                                                  \
+            : [a] "+r"(a), [b] "+r"(b), [c] "+r"(c), [k_blocks] "+r"(k_blocks), [k_rest] "+r"(k_rest) \
+            : [ldc_bytes] "r"(ldc_bytes), [alpha] "m"(alpha), [beta] "m"(beta),                       \
+              [beta_nonzero] "r"(beta_nonzero)                                                        \
+            : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",  \
+              "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17",          \
+              "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26",         \
+              "xmm27", "xmm28", "xmm29", "xmm30", "xmm31");                                           \
+    }
+
+DEFINE_MICRO_TILE(micro_avx512_full, ZERO14, ROWS14, STORES14)
+DEFINE_MICRO_TILE(micro_avx512_rows8, ZERO8, ROWS8, STORES8)
+DEFINE_MICRO_TILE(micro_avx512_rows4, ZERO4, ROWS4, STORES4)
 
 __attribute__((target("avx512f")))
 void sgemm_micro_avx512(int64_t kc, const float *a_panel, const float *b_panel, float *c, int64_t ldc,
@@ -122,14 +132,18 @@ void sgemm_micro_avx512(int64_t kc, const float *a_panel, const float *b_panel, 
         __builtin_prefetch(c + i * ldc, 1, 3);
         __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
     }
-    if (m == MR && n == NR) {
-        micro_avx512_full(kc, a_panel, b_panel, c, ldc, alpha, beta);
+    // The smallest tile that covers m rows.
+    void (*tile_kernel)(int64_t, const float *, const float *, float *, int64_t, float, float) =
+        m <= 4 ? micro_avx512_rows4 : m <= 8 ? micro_avx512_rows8 : micro_avx512_full;
+    const int tile_rows = m <= 4 ? 4 : m <= 8 ? 8 : MR;
+    if (m == tile_rows && n == NR) {
+        tile_kernel(kc, a_panel, b_panel, c, ldc, alpha, beta);
         return;
     }
-    // Edge tile: compute the whole padded tile into a local buffer, then merge the valid part with
+    // Edge tile: compute the padded tile into a local buffer, then merge the valid part with
     // masked row stores.
     _Alignas(64) float tile[MR * NR];
-    micro_avx512_full(kc, a_panel, b_panel, tile, NR, 1.0f, 0.0f);
+    tile_kernel(kc, a_panel, b_panel, tile, NR, 1.0f, 0.0f);
     __mmask16 mask0 = lanes(n), mask1 = lanes(n - 16);
     __m512 valpha = _mm512_set1_ps(alpha), vbeta = _mm512_set1_ps(beta);
     for (int i = 0; i < m; i++) {
@@ -178,38 +192,6 @@ void sgemm_pack_runs_avx512(const float *src, int64_t stride, int64_t length, in
             _mm512_mask_storeu_ps(dp, w0, _mm512_maskz_loadu_ps(r0, sp));
             if (w1) _mm512_mask_storeu_ps(dp + 16, w1, _mm512_maskz_loadu_ps(r1, sp + 16));
         }
-    }
-}
-
-// Transposes 16 rows of 16 floats: out[c] lane r = in[r] lane c.
-__attribute__((target("avx512f")))
-static inline void transpose16(const __m512 in[16], __m512 out[16]) {
-    __m512 t[16], u[16], v[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(in[2 * i], in[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(in[2 * i], in[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {  // u[4i + c]: rows 4i..4i+3, column 4L + c in 128-bit lane L
-        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        v[c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
-        v[4 + c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-        v[8 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
-        v[12 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-    }
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        out[c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0x88);
-        out[4 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0x88);
-        out[8 + c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0xDD);
-        out[12 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0xDD);
     }
 }
 

@@ -18,9 +18,24 @@ static void *norm_scratch(size_t bytes) {
     return p;
 }
 
+#if defined(__x86_64__)
+static int norm_cpu_has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#define real float
+#define FN(name) name##_f32_avx512
+#include "engine/cpu/batch_norm_passes.inc"
+#undef real
+#undef FN
+#pragma GCC pop_options
+#define BATCH_NORM_AVX512_SUFFIX
+#endif
+
 #define real float
 #define FN(name) name##_f32
 #include "engine/cpu/norm_impl.inc"
+#undef BATCH_NORM_AVX512_SUFFIX
 #undef real
 #undef FN
 

@@ -21,6 +21,17 @@
     void cpu_batch_norm_backward_##suffix(const real *x, const real *dy, const real *mean, const real *rstd,   \
                                           const real *weight, real *dx, real *dweight, real *dbias, int64_t B, \
                                           int64_t C, int64_t S, int batch_stats);                              \
+    /* relu(batch_norm(x)) in one pass over y; scale, shift [C] receive the per-channel affine map the     \
+       forward applied (y = max(x * scale + shift, 0)), which the backward needs to recompute the mask. */  \
+    void cpu_batch_norm_relu_forward_##suffix(const real *x, const real *weight, const real *bias, real *y,    \
+                                              real *mean, real *rstd, real *scale, real *shift,                \
+                                              double *batch_var, const real *given_mean,                       \
+                                              const real *given_var, int64_t B, int64_t C, int64_t S,          \
+                                              double eps);                                                     \
+    void cpu_batch_norm_relu_backward_##suffix(const real *x, const real *dy, const real *mean,                \
+                                               const real *rstd, const real *weight, const real *scale,        \
+                                               const real *shift, real *dx, real *dweight, real *dbias,        \
+                                               int64_t B, int64_t C, int64_t S, int batch_stats);              \
     /* x [B, C, S], statistics per (b, group) over C/G*S; mean, rstd [B, G]; affine per channel. */          \
     void cpu_group_norm_forward_##suffix(const real *x, const real *weight, const real *bias, real *y,         \
                                          real *mean, real *rstd, int64_t B, int64_t C, int64_t S, int64_t G,    \
