@@ -187,7 +187,6 @@ const char *dist_backend(void) { return dist.mpi ? "mpi" : dist.nccl ? "nccl" : 
 bool dist_build_has_mpi(void) { return dist_mpi_available(); }
 double dist_timeout(void) { return dist.timeout; }
 
-
 // ---------------------------------------------------------------- collectives
 
 static bool communicating(void) {
