@@ -187,8 +187,6 @@ const char *dist_backend(void) { return dist.mpi ? "mpi" : dist.nccl ? "nccl" : 
 bool dist_build_has_mpi(void) { return dist_mpi_available(); }
 double dist_timeout(void) { return dist.timeout; }
 
-static size_t type_size(DistType type) { return type == DIST_F64 ? sizeof(double) : sizeof(float); }
-
 // ---------------------------------------------------------------- collectives
 
 static bool communicating(void) {
@@ -227,7 +225,7 @@ void dist_reduce_scatter(const void *send, void *recv, int64_t count, DistType t
     else if (communicating())
         dist_mpi_reduce_scatter(send, recv, count, type, op, what);
     else if (count > 0 && send != recv)
-        memmove(recv, send, (size_t)count * type_size(type));
+        memmove(recv, send, (size_t)count * dist_type_size(type));
 }
 
 void dist_barrier(const char *what) {
@@ -314,29 +312,13 @@ void dist_broadcast_params(ParamStore *params) {
         Tensor *t = params->items[i].value;
         if (params->finalized && params->items[i].group >= 0) continue;  // in the flat buffer, below
         size_t bytes = (size_t)tensor_numel(t) * sizeof(float);
-        if (!tensor_is_cuda(t)) {
-            dist_broadcast(tensor_data(t), bytes, 0, params->items[i].name);
-            continue;
-        }
-        float *host = malloc(bytes ? bytes : 1);
-        if (!host) tensor_fatal("dist", "out of memory");
-        gpu_copy_to_host(host, tensor_data(t), bytes);
-        dist_broadcast(host, bytes, 0, params->items[i].name);
-        gpu_copy_to_device(tensor_data(t), host, bytes);
-        free(host);
+        if (tensor_is_cuda(t)) dist_device_broadcast(tensor_data(t), bytes, 0, params->items[i].name);
+        else dist_broadcast(tensor_data(t), bytes, 0, params->items[i].name);
     }
     if (!params->finalized || params->numel == 0) return;
     size_t bytes = (size_t)params->numel * sizeof(float);
-    if (params->values->device.kind == DEVICE_CPU) {
-        dist_broadcast(params_values(params), bytes, 0, "parameters");
-    } else {
-        float *host = malloc(bytes);
-        if (!host) tensor_fatal("dist", "out of memory");
-        gpu_copy_to_host(host, params_values(params), bytes);
-        dist_broadcast(host, bytes, 0, "parameters");
-        gpu_copy_to_device(params_values(params), host, bytes);
-        free(host);
-    }
+    if (params->values->device.kind == DEVICE_CPU) dist_broadcast(params_values(params), bytes, 0, "parameters");
+    else dist_device_broadcast(params_values(params), bytes, 0, "parameters");
 }
 
 // ---------------------------------------------------------------- test hook

@@ -35,6 +35,7 @@
 
 typedef enum { DIST_SUM, DIST_AVG } DistOp;
 typedef enum { DIST_F32, DIST_F64 } DistType;
+static inline size_t dist_type_size(DistType type) { return type == DIST_F64 ? sizeof(double) : sizeof(float); }
 
 typedef struct {
     // Explicit placement; -1 takes it from the launcher's environment (or 0 of 1 without one).
@@ -78,6 +79,21 @@ void dist_all_gather(const void *send, void *recv, size_t bytes, const char *wha
 // send[world_size * count] is reduced elementwise; rank r keeps block r in recv[count].
 void dist_reduce_scatter(const void *send, void *recv, int64_t count, DistType type, DistOp op, const char *what);
 void dist_barrier(const char *what);
+
+// The same collectives on device buffers (the memory of CUDA tensors; engine/dist_device.c), with
+// the same ordering rules, `what`, deadlines and one-line failures. In a program with NCCL (the
+// CUDA program, under either backend) they run in place on the device, ordered after the compute
+// stream's work so far; otherwise (the emulated device, whose memory is host memory but only
+// reachable through gpu copies) they stage through a host buffer and run the host collectives
+// above, so their results are those bits. Every call returns when its result is on the device.
+// With one rank: no communication (the gather and scatter copy send to recv).
+void dist_device_all_reduce(void *device_buffer, int64_t count, DistType type, DistOp op, const char *what);
+void dist_device_broadcast(void *device_buffer, size_t bytes, int root, const char *what);
+// device_recv[world_size * bytes] gets every rank's `bytes` bytes of device_send, in rank order.
+void dist_device_all_gather(const void *device_send, void *device_recv, size_t bytes, const char *what);
+// device_send[world_size * count] is reduced elementwise; rank r keeps block r in device_recv[count].
+void dist_device_reduce_scatter(const void *device_send, void *device_recv, int64_t count, DistType type, DistOp op,
+                                const char *what);
 
 // Start-up check that every rank runs the same configuration: `text` (e.g. the run's settings JSON)
 // and `number` (e.g. the parameter count) must be equal on all ranks. 0 when they are; otherwise -1

@@ -14,7 +14,6 @@
 #include "engine/autograd.h"
 #include "engine/dist.h"
 #include "engine/dist_buckets.h"
-#include "engine/gpu/gpu.h"
 #include "engine/gpu/gpu_comm.h"
 #include "engine/tensor.h"
 
@@ -132,36 +131,23 @@ static void scale(float *x, int64_t count) {  // as dist_mpi_all_reduce's DIST_A
     for (int64_t i = 0; i < count; i++) x[i] *= s;
 }
 
-// Without overlap: bucket after bucket, each a blocking all-reduce (or staged through the host
-// when the gradients are on a device without NCCL).
+// Without overlap: bucket after bucket, each a blocking all-reduce (device gradients: NCCL in
+// place, or staged through the host when the program has no NCCL).
 static void average_blocking(ParamStore *params, size_t bucket_bytes) {
     GradientBuckets b;
     if (gradient_buckets_init(&b, params->numel, bucket_bytes, 0, NULL, NULL) != 0) tensor_fatal("dist", "out of memory");
-    bool on_device = params->grads->device.kind != DEVICE_CPU, nccl = on_device && gpu_comm_available();
-    float *grads = params_grads(params), *staging = NULL;
-    if (nccl) dist_nccl_ensure_communicator();
-    if (on_device && !nccl) {
-        staging = malloc((size_t)(b.bucket < b.n ? b.bucket : b.n) * sizeof(float));
-        if (!staging) tensor_fatal("dist", "out of memory");
-    }
+    bool on_device = params->grads->device.kind != DEVICE_CPU;
+    float *grads = params_grads(params);
     for (int64_t k = 0; k < b.count; k++) {
         int64_t start, count;
         gradient_buckets_range(&b, k, &start, &count);
         char what[64];
         snprintf(what, sizeof what, "gradients, bucket %lld/%lld", (long long)(k + 1), (long long)b.count);
-        if (nccl) {
-            gpu_comm_all_reduce(grads + start, count, GPU_COMM_F32, true, dist_timeout(), what);
-        } else if (on_device) {
-            gpu_copy_to_host(staging, grads + start, (size_t)count * sizeof(float));
-            dist_all_reduce(staging, count, DIST_F32, DIST_AVG, what);
-            gpu_copy_to_device(grads + start, staging, (size_t)count * sizeof(float));
-        } else {
-            dist_all_reduce(grads + start, count, DIST_F32, DIST_AVG, what);
-        }
+        if (on_device) dist_device_all_reduce(grads + start, count, DIST_F32, DIST_AVG, what);
+        else dist_all_reduce(grads + start, count, DIST_F32, DIST_AVG, what);
     }
     overlap.last_buckets = b.count;
     overlap.last_started = 0;
-    free(staging);
     gradient_buckets_free(&b);
 }
 

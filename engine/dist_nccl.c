@@ -55,12 +55,11 @@ static void *device_staging(size_t bytes) {
     return staging;
 }
 
-static size_t type_size(DistType type) { return type == DIST_F64 ? sizeof(double) : sizeof(float); }
 static GpuCommType comm_type(DistType type) { return type == DIST_F64 ? GPU_COMM_F64 : GPU_COMM_F32; }
 
 void dist_nccl_all_reduce(void *buffer, int64_t count, DistType type, DistOp op, const char *what) {
     dist_nccl_ensure_communicator();
-    size_t bytes = (size_t)count * type_size(type);
+    size_t bytes = (size_t)count * dist_type_size(type);
     void *device = device_staging(bytes);
     gpu_copy_to_device(device, buffer, bytes);
     gpu_comm_all_reduce(device, count, comm_type(type), op == DIST_AVG, dist_timeout(), what);
@@ -86,7 +85,7 @@ void dist_nccl_all_gather(const void *send, void *recv, size_t bytes, const char
 
 void dist_nccl_reduce_scatter(const void *send, void *recv, int64_t count, DistType type, DistOp op, const char *what) {
     dist_nccl_ensure_communicator();
-    size_t world = (size_t)dist_world_size(), bytes = (size_t)count * type_size(type);
+    size_t world = (size_t)dist_world_size(), bytes = (size_t)count * dist_type_size(type);
     uint8_t *device = device_staging((world + 1) * bytes);  // [world * bytes] sent, then [bytes] received
     gpu_copy_to_device(device, send, world * bytes);
     gpu_comm_reduce_scatter(device, device + world * bytes, count, comm_type(type), op == DIST_AVG, dist_timeout(), what);

@@ -6,14 +6,15 @@
 #include "engine/ops.h"
 
 static Tensor *all_reduced_copy(Tensor *x, const char *what) {
-    if (tensor_is_cuda(x)) tensor_fatal("dist_all_reduce_sum", "%s: CPU tensors only for now", what);
     if (x->dtype != DTYPE_F32 && x->dtype != DTYPE_F64)
         tensor_fatal("dist_all_reduce_sum", "%s: f32 or f64 tensors only", what);
     bool was = autograd_set_enabled(false);
     Tensor *out = op_clone(x);  // contiguous, owned
     autograd_set_enabled(was);
-    dist_all_reduce(tensor_data(out), shape_numel(tensor_shape(out)), x->dtype == DTYPE_F32 ? DIST_F32 : DIST_F64,
-                    DIST_SUM, what);
+    int64_t count = shape_numel(tensor_shape(out));
+    DistType type = x->dtype == DTYPE_F32 ? DIST_F32 : DIST_F64;
+    if (tensor_is_cuda(out)) dist_device_all_reduce(tensor_data(out), count, type, DIST_SUM, what);
+    else dist_all_reduce(tensor_data(out), count, type, DIST_SUM, what);
     return out;
 }
 

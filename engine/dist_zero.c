@@ -6,20 +6,43 @@
 #include <string.h>
 
 #include "engine/dist.h"
+#include "engine/gpu/gpu.h"
 
-static float *floats(int64_t n) { return calloc(n > 0 ? (size_t)n : 1, sizeof(float)); }
+// Buffers of n floats where the optimizer state lives: host memory, or the current device's.
+static float *floats(bool on_device, int64_t n) {
+    if (on_device) {
+        float *device = gpu_alloc((n > 0 ? (size_t)n : 1) * sizeof(float));
+        gpu_memset_async(device, 0, (n > 0 ? (size_t)n : 1) * sizeof(float), NULL);
+        return device;
+    }
+    return calloc(n > 0 ? (size_t)n : 1, sizeof(float));
+}
+
+static void release(bool on_device, float *buffer) {
+    if (!on_device) free(buffer);
+    else if (buffer) gpu_free(buffer);
+}
+
+static void copy(bool on_device, float *destination, const float *source, int64_t n) {
+    if (n <= 0 || destination == source) return;
+    if (on_device) gpu_copy_device_to_device(destination, source, (size_t)n * sizeof(float));
+    else memmove(destination, source, (size_t)n * sizeof(float));
+}
+
+static void clear(bool on_device, float *buffer, int64_t n) {
+    if (n <= 0) return;
+    if (on_device) gpu_memset_async(buffer, 0, (size_t)n * sizeof(float), NULL);  // ordered: default stream
+    else memset(buffer, 0, (size_t)n * sizeof(float));
+}
 
 ZeroOptimizer *zero_create(Optimizer *full, char *error, size_t error_size) {
-    if (full->on_device) {
-        snprintf(error, error_size, "--zero1: the optimizer state is on a GPU; ZeRO-1 works on host buffers only for now");
-        return NULL;
-    }
     int world = dist_world_size(), rank = dist_rank();
     ZeroOptimizer *zero = calloc(1, sizeof *zero);
     if (!zero) {
         snprintf(error, error_size, "--zero1: out of memory");
         return NULL;
     }
+    zero->on_device = full->on_device != 0;
     zero->n = full->n_params;
     zero->slice = (zero->n + world - 1) / world;
     zero->start = zero->slice * rank < zero->n ? zero->slice * rank : zero->n;
@@ -29,8 +52,8 @@ ZeroOptimizer *zero_create(Optimizer *full, char *error, size_t error_size) {
                                           full->weight_decay)
                       : optimizer_new_adam(zero->count, full->lr, full->beta1, full->beta2, full->eps,
                                            full->weight_decay, full->kind == OPTIM_ADAMW);
-    zero->padded = floats(zero->slice * world);
-    zero->mine = floats(zero->slice);
+    zero->padded = floats(zero->on_device, zero->slice * world);
+    zero->mine = floats(zero->on_device, zero->slice);
     if (!zero->shard || !zero->padded || !zero->mine) {
         snprintf(error, error_size, "--zero1: out of memory for the optimizer shard");
         zero_free(zero);
@@ -45,11 +68,12 @@ ZeroOptimizer *zero_create(Optimizer *full, char *error, size_t error_size) {
         if (high > low)
             optimizer_add_group(zero->shard, low - zero->start, high - low, group->lr_multiplier, group->weight_decay);
     }
+    // The shard's state where the run's is (its steps then run the device kernels), then this
+    // rank's slice of the run's state.
+    if (zero->on_device) optimizer_move_to_device(zero->shard);
     zero->shard->step = full->step;
-    if (zero->shard->state1 && full->state1)
-        memcpy(zero->shard->state1, full->state1 + zero->start, (size_t)zero->count * sizeof(float));
-    if (zero->shard->state2 && full->state2)
-        memcpy(zero->shard->state2, full->state2 + zero->start, (size_t)zero->count * sizeof(float));
+    if (zero->shard->state1 && full->state1) copy(zero->on_device, zero->shard->state1, full->state1 + zero->start, zero->count);
+    if (zero->shard->state2 && full->state2) copy(zero->on_device, zero->shard->state2, full->state2 + zero->start, zero->count);
     zero_release_full_state(full);
     return zero;
 }
@@ -57,25 +81,29 @@ ZeroOptimizer *zero_create(Optimizer *full, char *error, size_t error_size) {
 void zero_free(ZeroOptimizer *zero) {
     if (!zero) return;
     optimizer_free(zero->shard);
-    free(zero->padded);
-    free(zero->mine);
+    release(zero->on_device, zero->padded);
+    release(zero->on_device, zero->mine);
     free(zero);
 }
 
 // Every rank's `slice` values of a [n] buffer, padded with zeros, gathered into full[n] (in place
 // allowed when source == full + start).
 static void gather_slices(ZeroOptimizer *zero, const float *mine, float *full, const char *what) {
-    memset(zero->mine, 0, (size_t)zero->slice * sizeof(float));
-    memcpy(zero->mine, mine, (size_t)zero->count * sizeof(float));
-    dist_all_gather(zero->mine, zero->padded, (size_t)zero->slice * sizeof(float), what);
-    memcpy(full, zero->padded, (size_t)zero->n * sizeof(float));
+    clear(zero->on_device, zero->mine, zero->slice);
+    copy(zero->on_device, zero->mine, mine, zero->count);
+    size_t bytes = (size_t)zero->slice * sizeof(float);
+    if (zero->on_device) dist_device_all_gather(zero->mine, zero->padded, bytes, what);
+    else dist_all_gather(zero->mine, zero->padded, bytes, what);
+    copy(zero->on_device, full, zero->padded, zero->n);
 }
 
 void zero_step(ZeroOptimizer *zero, Optimizer *full, float *params, const float *grads) {
     int world = dist_world_size();
-    memcpy(zero->padded, grads, (size_t)zero->n * sizeof(float));
-    memset(zero->padded + zero->n, 0, (size_t)(zero->slice * world - zero->n) * sizeof(float));
-    dist_reduce_scatter(zero->padded, zero->mine, zero->slice, DIST_F32, DIST_AVG, "gradients (ZeRO-1 reduce-scatter)");
+    copy(zero->on_device, zero->padded, grads, zero->n);
+    clear(zero->on_device, zero->padded + zero->n, zero->slice * world - zero->n);
+    const char *what = "gradients (ZeRO-1 reduce-scatter)";
+    if (zero->on_device) dist_device_reduce_scatter(zero->padded, zero->mine, zero->slice, DIST_F32, DIST_AVG, what);
+    else dist_reduce_scatter(zero->padded, zero->mine, zero->slice, DIST_F32, DIST_AVG, what);
     zero->shard->lr = full->lr;
     optimizer_step(zero->shard, params + zero->start, zero->mine);
     full->step = zero->shard->step;
@@ -87,7 +115,7 @@ void zero_gather_state(ZeroOptimizer *zero, Optimizer *full) {
     float **full_state[2] = {&full->state1, &full->state2};
     for (int b = 0; b < 2; b++) {
         if (!shard_state[b]) continue;
-        if (!*full_state[b]) *full_state[b] = floats(zero->n);
+        if (!*full_state[b]) *full_state[b] = floats(zero->on_device, zero->n);
         if (!*full_state[b]) {
             fprintf(stderr, "error: --zero1: out of memory gathering the optimizer state for a checkpoint\n");
             exit(1);
@@ -98,7 +126,7 @@ void zero_gather_state(ZeroOptimizer *zero, Optimizer *full) {
 }
 
 void zero_release_full_state(Optimizer *full) {
-    free(full->state1);
-    free(full->state2);
+    release(full->on_device, full->state1);
+    release(full->on_device, full->state2);
     full->state1 = full->state2 = NULL;
 }

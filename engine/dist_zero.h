@@ -9,8 +9,11 @@
 // loop sets its lr from the schedule) and is where checkpoints read and write state: its state
 // buffers are released once the shards hold the state, and zero_gather_state refills them (a
 // collective) just before a checkpoint is written; zero_release_full_state frees them again.
-// Host (CPU) buffers only.
+// The buffers live where full's state does: host memory, or (full->on_device) the current CUDA
+// device, where the shard's steps run the device kernels and the collectives are engine/dist's
+// device ones (NCCL in place, or staged through the host on the emulated device).
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,18 +24,19 @@ typedef struct {
     int64_t n;            // parameters in all
     int64_t slice;        // ceil(n / world): every rank's block in the padded collectives
     int64_t start, count; // this rank's parameters (count may be < slice on the last ranks)
+    bool on_device;       // state, padded and mine are device buffers
     float *padded;        // [slice * world] staging for the collectives
     float *mine;          // [slice]
 } ZeroOptimizer;
 
 // Shards `full` (its kind, hyperparameters, groups, step and current state — zero for a fresh run,
 // the loaded state after a resume) across the ranks of engine/dist, then frees full's state buffers.
-// NULL with one line in error when full's state lives on a device.
+// NULL with one line in error when memory runs out.
 ZeroOptimizer *zero_create(Optimizer *full, char *error, size_t error_size);
 void zero_free(ZeroOptimizer *zero);
 
 // One step: grads[n] (this rank's, not yet averaged) -> params[n] updated everywhere. Takes lr
-// from full.
+// from full. Device pointers when the state is on the device.
 void zero_step(ZeroOptimizer *zero, Optimizer *full, float *params, const float *grads);
 
 // Collective: every rank calls it; afterwards full holds the whole state (and step) on every rank.

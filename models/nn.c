@@ -120,15 +120,21 @@ static Tensor *synchronized_batchnorm(BatchNorm *layer, Tensor *x) {
         op_dist_all_reduce_sum(op_sum(op_mul(centred, centred), dims, n_dims, false), "batch-norm squares"), 1.0 / count);
     Tensor *scale = op_mul(layer->weight, op_rsqrt(op_add_scalar(var, layer->eps)));
     Tensor *y = op_add(op_mul(centred, op_reshape(scale, per_channel)), op_reshape(layer->bias, per_channel));
-    // Running statistics as torch.nn.SyncBatchNorm / batch_norm: the unbiased variance.
+    // Running statistics as torch.nn.SyncBatchNorm / batch_norm: the unbiased variance. Updated on
+    // host copies (one copy each way on a device, not one per channel), in f64 as on the CPU.
     bool was = autograd_set_enabled(false);
-    Tensor *m = tensor_detach(mean), *v = tensor_detach(var);
+    Tensor *m = tensor_to_device_raw(tensor_detach(mean), device_cpu());
+    Tensor *v = tensor_to_device_raw(tensor_detach(var), device_cpu());
+    Tensor *running_mean = tensor_to_device_raw(layer->running_mean, device_cpu());
+    Tensor *running_var = tensor_to_device_raw(layer->running_var, device_cpu());
     for (int64_t c = 0; c < channels; c++) {
-        double rm = tensor_get(layer->running_mean, c), rv = tensor_get(layer->running_var, c);
-        tensor_set(layer->running_mean, c, (1 - layer->momentum) * rm + layer->momentum * tensor_get(m, c));
-        tensor_set(layer->running_var, c,
+        double rm = tensor_get(running_mean, c), rv = tensor_get(running_var, c);
+        tensor_set(running_mean, c, (1 - layer->momentum) * rm + layer->momentum * tensor_get(m, c));
+        tensor_set(running_var, c,
                    (1 - layer->momentum) * rv + layer->momentum * tensor_get(v, c) * count / (count > 1 ? count - 1 : 1));
     }
+    tensor_copy_raw(layer->running_mean, running_mean);
+    tensor_copy_raw(layer->running_var, running_var);
     autograd_set_enabled(was);
     return y;
 }

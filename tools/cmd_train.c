@@ -160,8 +160,8 @@ int command_train(int argc, char **argv) {
         {"resume", FLAG_STRING, &resume_dir, "checkpoint directory to continue from (<out>/checkpoint)", NULL},
         {"device", FLAG_STRING, &device, "auto | cpu | cuda[:N]", NULL},
         {"threads", FLAG_INT, &threads, "CPU threads for the model (0: all cores)", NULL},
-        {"sync-bn", FLAG_BOOL, &sync_bn, "under mpirun: BatchNorm statistics of the global batch (synchronized; CPU)", NULL},
-        {"zero1", FLAG_BOOL, &zero1, "under mpirun: shard the optimizer state over the ranks (ZeRO stage 1; CPU)", NULL},
+        {"sync-bn", FLAG_BOOL, &sync_bn, "under mpirun: BatchNorm statistics of the global batch (synchronized)", NULL},
+        {"zero1", FLAG_BOOL, &zero1, "under mpirun: shard the optimizer state over the ranks (ZeRO stage 1)", NULL},
         {"dist-timeout", FLAG_DOUBLE, &dist_timeout, "under mpirun/srun: seconds a rank waits in a collective (or the rendezvous) before stopping the run", NULL},
         {"dist-init", FLAG_STRING, &dist_address, "ranks without MPI (GPUs, NCCL): meet at tcp://HOST:PORT (rank 0 listens) or file:///SHARED/PATH", NULL},
         {"dist-run-id", FLAG_STRING, &dist_run_id, "with --dist-init: the same id on every rank of a run, new for each run (default: SLURM_JOB_ID.SLURM_STEP_ID; file:// needs one)", NULL},
@@ -329,7 +329,6 @@ int command_train(int argc, char **argv) {
         snprintf(settings + used - 1, settings_size - (used - 1), ",\"world-size\":%d}", world_size);
     if (main_rank && write_settings(out_dir, state.user_json, train_source.dataset, error, sizeof error) != 0) FAIL(1, "%s", error);
     if (run_device.kind == DEVICE_CUDA) {
-        if (zero1 || sync_bn) FAIL(2, "--zero1 and --sync-bn work on host buffers only for now; train on the CPU");
         params_to_device(params, run_device);
         optimizer_move_to_device(optimizer);
     }
