@@ -178,10 +178,10 @@ TEST(self_attention_f32_matches_composed) {
         for (int causal = 0; causal < 2; causal++) {
             TensorScope scope = tensor_scope_begin();
             int64_t B = shapes[s][0], T = shapes[s][1], H = shapes[s][2], D = H * shapes[s][3];
-            Tensor *qkv = tensor_keep(gradcheck_input(SHAPE(B, T, 3 * D), 1.0, 0.0));
+            Tensor *qkv = gradcheck_input(SHAPE(B, T, 3 * D), 1.0, 0.0);
             Tensor *weights = gradcheck_input(SHAPE(B, T, D), 1.0, 0.0);
             bool previous = autograd_set_enabled(false);  // a and b: f32 leaves of their own
-            Tensor *a = tensor_keep(op_to_dtype(qkv, DTYPE_F32)), *b = tensor_keep(op_to_dtype(qkv, DTYPE_F32));
+            Tensor *a = op_to_dtype(qkv, DTYPE_F32), *b = op_to_dtype(qkv, DTYPE_F32);
             autograd_set_enabled(previous);
             tensor_requires_grad(a);
             tensor_requires_grad(b);
