@@ -3,12 +3,45 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/dtype.h"
 #include "tests/check.h"
 
 bool golden_print_errors;
+
+GoldenCase *golden_case_begin(SafetensorsFile *file, const char *name, bool device) {
+    GoldenCase *c = calloc(1, sizeof *c);
+    if (!c) tensor_fatal("golden", "out of memory");
+    *c = (GoldenCase){.file = file, .name = name, .device = device};
+    return c;
+}
+
+void golden_case_end(GoldenCase *c) {
+    golden_check_all_used(c);
+    free(c);
+}
+
+SafetensorsFile *golden_open(const char *file) {
+    const char *root = getenv("TAILOR_ROOT");
+    char path[1024], error[256];
+    snprintf(path, sizeof path, "%s/tests/golden/%s", root ? root : ".", file);
+    golden_print_errors = getenv("TAILOR_GOLDEN_ERRORS") != NULL;
+    SafetensorsFile *golden = NULL;
+    if (safetensors_open(path, &golden, error, sizeof error) != 0) printf("  cannot read %s: %s\n", path, error);
+    return golden;
+}
+
+JsonValue *golden_case_config(SafetensorsFile *file, const char *name) {
+    const char *text = file ? safetensors_metadata(file, name) : NULL;
+    CHECK_MSG(text, "golden case %s has no configuration", name);
+    if (!text) return NULL;
+    char error[256];
+    JsonValue *config = json_parse(text, strlen(text), error, sizeof error);
+    CHECK_MSG(config, "golden case %s: %s", name, error);
+    return config;
+}
 
 const SafetensorsEntry *golden_get(GoldenCase *c, const char *fmt, ...) {
     char suffix[256], name[512];
@@ -98,6 +131,18 @@ void golden_load_state(GoldenCase *c, ParamStore *store) {
     for (int i = 0; i < safetensors_count(c->file); i++)
         expected += !strncmp(safetensors_entry(c->file, i)->name, prefix, strlen(prefix));
     CHECK_MSG(loaded == expected, "%s: loaded %d weights, the reference has %d", c->name, loaded, expected);
+}
+
+int golden_compare_parameter_grads(GoldenCase *c, const ParamStore *store, Tolerance tol) {
+    int compared = 0;
+    for (int i = 0; i < store->count; i++) {
+        if (store->items[i].group < 0) continue;
+        char what[300];
+        snprintf(what, sizeof what, "grad %s", store->items[i].name);
+        golden_compare(c, what, store->items[i].value->grad, golden_get(c, "grad/%s", store->items[i].name), tol);
+        compared++;
+    }
+    return compared;
 }
 
 void golden_check_all_used(GoldenCase *c) {
