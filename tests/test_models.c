@@ -239,22 +239,12 @@ static void run_case(const char *name, const JsonValue *config, bool device, boo
     free(c);
 }
 
-static JsonValue *case_config(const char *name) {
-    const char *text = safetensors_metadata(golden, name);
-    CHECK_MSG(text, "golden case %s missing", name);
-    if (!text) return NULL;
-    char error[256];
-    JsonValue *config = json_parse(text, strlen(text), error, sizeof error);
-    CHECK_MSG(config, "%s: %s", name, error);
-    return config;
-}
-
 static void golden_case(const char *name, bool device, bool skip_sgd) {
     if (!golden) {
         CHECK_MSG(golden, "no golden file");
         return;
     }
-    JsonValue *config = case_config(name);
+    JsonValue *config = golden_case_config(golden, name);
     if (config) run_case(name, config, device, skip_sgd);
     json_free(config);
 }
