@@ -128,8 +128,8 @@ Tensor *clip_text_forward(ClipText *net, Tensor *ids, Tensor **hidden, Tensor **
     for (int64_t i = 0; i < c->layers; i++) {
         ClipTextLayer *l = &net->layers[i];
         // q, k, v projections stacked into one GEMM for the fused causal attention.
-        Tensor *weights[3] = {l->q.weight, l->k.weight, l->v.weight}, *biases[3] = {l->q.bias, l->k.bias, l->v.bias};
-        Tensor *qkv = op_linear(layernorm_forward(&l->norm1, x), op_concat(weights, 3, 0), op_concat(biases, 3, 0));
+        const Linear qkv_layers[3] = {l->q, l->k, l->v};
+        Tensor *qkv = linear_stacked_forward(qkv_layers, 3, layernorm_forward(&l->norm1, x));
         x = op_add(x, linear_forward(&l->out, op_self_attention(qkv, (int)c->heads, true, 0)));
         Tensor *h = linear_forward(&l->fc1, layernorm_forward(&l->norm2, x));
         h = c->quick_gelu ? op_quick_gelu(h) : op_gelu(h);

@@ -67,6 +67,18 @@ Linear linear_create(ParamStore *store, const char *prefix, int64_t in, int64_t 
 
 Tensor *linear_forward(const Linear *layer, Tensor *x) { return op_linear(x, layer->weight, layer->bias); }
 
+Tensor *linear_stacked_forward(const Linear *layers, int n, Tensor *x) {
+    Tensor *weights[8], *biases[8];
+    if (n < 1 || n > 8) tensor_fatal("linear_stacked", "%d layers, 1-8 supported", n);
+    for (int i = 0; i < n; i++) {
+        if ((layers[i].bias != NULL) != (layers[0].bias != NULL))
+            tensor_fatal("linear_stacked", "the stacked layers must all have a bias or none");
+        weights[i] = layers[i].weight;
+        biases[i] = layers[i].bias;
+    }
+    return op_linear(x, op_concat(weights, n, 0), layers[0].bias ? op_concat(biases, n, 0) : NULL);
+}
+
 Conv2d conv2d_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, int kernel, Conv2dParams params,
                      bool bias, Rng *rng) {
     char name[128];

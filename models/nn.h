@@ -42,6 +42,10 @@ typedef struct {
 // With rng NULL (linear and conv) the tensors stay zero, for a model that initialises them itself.
 Linear linear_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, bool bias, Rng *rng);
 Tensor *linear_forward(const Linear *layer, Tensor *x);
+// n Linears with the same input width applied as one: their weights (and biases: all or none) stacked
+// along the output dim, one GEMM, outputs concatenated on the last dim. Used for attention's
+// separate q/k/v projections feeding op_self_attention's packed [.., 3D] input.
+Tensor *linear_stacked_forward(const Linear *layers, int n, Tensor *x);
 
 // nn.Conv2d: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups * k * k.
 Conv2d conv2d_create(ParamStore *store, const char *prefix, int64_t in, int64_t out, int kernel, Conv2dParams params,

@@ -335,8 +335,8 @@ static Tensor *transformer_block_forward(const UnetTransformerBlock *b, Tensor *
     // Self-attention: to_q/k/v are three bias-free Linears; one GEMM over their stacked weights
     // feeds the fused attention.
     Tensor *h = layernorm_forward(&b->norm1, x);
-    Tensor *stacked[3] = {b->self_q.weight, b->self_k.weight, b->self_v.weight};
-    Tensor *qkv = op_linear(h, op_concat(stacked, 3, 0), NULL);
+    const Linear qkv_layers[3] = {b->self_q, b->self_k, b->self_v};
+    Tensor *qkv = linear_stacked_forward(qkv_layers, 3, h);
     x = op_add(x, linear_forward(&b->self_out, op_self_attention(qkv, heads, false, 0)));
     // Cross-attention over the conditioning states.
     h = layernorm_forward(&b->norm2, x);

@@ -180,8 +180,8 @@ void vae_free(Vae *vae) {
 static Tensor *attention_forward(const VaeAttention *a, Tensor *x) {
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     Tensor *h = op_transpose(op_reshape(groupnorm_forward(&a->norm, x), SHAPE(B, C, H * W)), 1, 2);  // [B, HW, C]
-    Tensor *weights[3] = {a->q.weight, a->k.weight, a->v.weight}, *biases[3] = {a->q.bias, a->k.bias, a->v.bias};
-    Tensor *qkv = op_linear(h, op_concat(weights, 3, 0), op_concat(biases, 3, 0));
+    const Linear qkv_layers[3] = {a->q, a->k, a->v};
+    Tensor *qkv = linear_stacked_forward(qkv_layers, 3, h);
     Tensor *attended = linear_forward(&a->out, op_self_attention(qkv, 1, false, 0));  // [B, HW, C]
     return op_add(op_reshape(op_transpose(attended, 1, 2), SHAPE(B, C, H, W)), x);
 }
