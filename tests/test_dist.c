@@ -57,6 +57,16 @@ static const char TRAIN_FLAGS[] =
 
 // ---------------------------------------------------------------- in this process
 
+// A run's settings.json as text ("" when it cannot be read; the checks on it then fail).
+static void read_settings(const char *path, char *out, size_t size) {
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t n = fread(out, 1, size - 1, f);
+    out[n] = 0;
+    fclose(f);
+}
+
 TEST(single_process_collectives) {
     char error[512];
     DistOptions options = dist_default_options();
@@ -420,13 +430,8 @@ TEST(two_ranks_train_the_weights_of_one) {
     printf("report: max |w(1 rank) - w(2 ranks)| after 4 SGD steps of vit-tiny/4: %.3g\n", difference);
     CHECK_MSG(difference >= 0 && difference <= 1e-5, "max weight difference %g", difference);
     snprintf(a, sizeof a, "%s/two/settings.json", work_dir);
-    FILE *f = fopen(a, "r");
-    char settings[4096] = "";
-    if (f) {
-        size_t n = fread(settings, 1, sizeof settings - 1, f);
-        settings[n] = 0;
-        fclose(f);
-    }
+    char settings[4096];
+    read_settings(a, settings, sizeof settings);
     CHECK_MSG(strstr(settings, "\"world-size\":2"), "%s", settings);
 }
 
@@ -484,13 +489,8 @@ TEST(one_rank_resumes_a_two_rank_checkpoint) {
     double difference = max_weight_difference(a, b);
     printf("report: max |w(4 steps, 1 rank) - w(2 steps on 2 ranks + 2 resumed on 1)|: %.3g\n", difference);
     snprintf(a, sizeof a, "%s/part/settings.json", work_dir);  // the world size of this run, once
-    FILE *f = fopen(a, "r");
-    char settings[4096] = "";
-    if (f) {
-        size_t n = fread(settings, 1, sizeof settings - 1, f);
-        settings[n] = 0;
-        fclose(f);
-    }
+    char settings[4096];
+    read_settings(a, settings, sizeof settings);
     const char *first = strstr(settings, "\"world-size\":1");
     CHECK_MSG(first && !strstr(first + 1, "\"world-size\"") && !strstr(settings, "\"world-size\":2"), "%s", settings);
     CHECK_MSG(difference >= 0 && difference <= 1e-5, "max weight difference %g", difference);  // bound: as above
