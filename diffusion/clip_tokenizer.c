@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "diffusion/string_map.h"
+#include "engine/string_map.h"
 #include "engine/json.h"
 #include "engine/tensor.h"
 

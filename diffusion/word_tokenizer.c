@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "diffusion/clip_text_cleaning.h"
-#include "diffusion/string_map.h"
+#include "engine/string_map.h"
 #include "engine/json.h"
 #include "engine/tensor.h"
 

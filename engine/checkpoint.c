@@ -30,6 +30,8 @@ static void remove_checkpoint_directory(const char *directory) {
     unlink(path);
     path_join(path, sizeof path, directory, "train_state.safetensors");
     unlink(path);
+    path_join(path, sizeof path, directory, "ema.safetensors");
+    unlink(path);
     rmdir(directory);
 }
 
@@ -75,7 +77,10 @@ static int write_checkpoint_files(const char *directory, const ParamStore *param
     if (status != 0) return status;
     const char *metadata[] = {"tailor.step", step, NULL};
     path_join(path, sizeof path, directory, "model.safetensors");
-    return params_save(params, path, metadata, error, error_size);
+    if (params_save(params, path, metadata, error, error_size) != 0) return -1;
+    if (!state->ema_weights) return 0;
+    path_join(path, sizeof path, directory, "ema.safetensors");
+    return params_save(state->ema_weights, path, metadata, error, error_size);
 }
 
 // Both files go into a fresh staging directory; only when both are complete does it replace the
@@ -245,6 +250,18 @@ int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimi
         goto done;
     }
     if (params_load(params, model_path, false, false, NULL, 0, error, error_size) != 0) goto done;
+    if (state->ema_weights) {
+        path_join(model_path, sizeof model_path, directory, "ema.safetensors");
+        if (safetensors_open(model_path, &model, error, error_size) != 0) goto done;
+        stored_step = safetensors_metadata(model, "tailor.step");
+        consistent = stored_step && parse_u64_list(stored_step, numbers, 1) == 0 && (int64_t)numbers[0] == loaded.step;
+        safetensors_close(model);
+        if (!consistent) {
+            snprintf(error, error_size, "%s: not from the training state's step %" PRId64, model_path, loaded.step);
+            goto done;
+        }
+        if (params_load(state->ema_weights, model_path, false, false, NULL, 0, error, error_size) != 0) goto done;
+    }
 
     // Everything checked and the weights are in: apply the rest.
     if (optimizer) {

@@ -23,6 +23,9 @@ typedef struct {
     char rng_names[CHECKPOINT_MAX_RNGS][32];
     Rng *rngs[CHECKPOINT_MAX_RNGS];  // streams to save / restore in place
     char user_json[4096];            // free-form metadata (flags of the run, best accuracy, ...)
+    // Optional second weights of the same run (an EMA copy): saved as ema.safetensors beside
+    // model.safetensors and restored in place by checkpoint_load (same names and shapes).
+    ParamStore *ema_weights;
 } TrainState;
 
 // Registers an RNG stream to be saved and restored under `name`.

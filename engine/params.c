@@ -167,12 +167,20 @@ int64_t params_count_elements(const ParamStore *store) {
 }
 
 int params_save(const ParamStore *store, const char *path, const char *const *metadata, char *error, size_t error_size) {
+    return params_save_prefixed(store, "", path, metadata, error, error_size);
+}
+
+int params_save_prefixed(const ParamStore *store, const char *prefix, const char *path, const char *const *metadata,
+                         char *error, size_t error_size) {
     SafetensorsWriter *writer = safetensors_writer_new();
     TensorScope scope = tensor_scope_begin();
     int status = 0;
+    size_t prefix_length = strlen(prefix);
     for (int i = 0; i < store->count && status == 0; i++) {
+        if (strncmp(store->items[i].name, prefix, prefix_length) != 0) continue;
         Tensor *t = tensor_to_device_raw(store->items[i].value, device_cpu());  // host copy, contiguous
-        if (safetensors_writer_add(writer, store->items[i].name, DTYPE_F32, t->ndim, t->shape, tensor_data(t)) != 0) {
+        if (safetensors_writer_add(writer, store->items[i].name + prefix_length, DTYPE_F32, t->ndim, t->shape,
+                                   tensor_data(t)) != 0) {
             snprintf(error, error_size, "%s: tensor '%s': %s", path, store->items[i].name, safetensors_writer_error(writer));
             status = -1;
         }

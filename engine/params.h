@@ -51,6 +51,10 @@ int64_t params_count_elements(const ParamStore *store);           // trainable e
 // Writes every parameter and buffer under its name (f32), with metadata key/value pairs
 // (NULL-terminated list, may be NULL). 0 on success; else -1 and one line in error.
 int params_save(const ParamStore *store, const char *path, const char *const *metadata, char *error, size_t error_size);
+// params_save for the tensors whose names start with prefix, saved without it ("unet." of a store
+// holding several models -> the UNet's own state dict).
+int params_save_prefixed(const ParamStore *store, const char *prefix, const char *path, const char *const *metadata,
+                         char *error, size_t error_size);
 // Loads tensors by name, converting F16/BF16/F64 to f32. Every tensor of the store must be found
 // with the same shape; with allow_missing, missing names (e.g. a new classifier head) are listed
 // in `report` and skipped. Names in the file that the store lacks are errors unless

@@ -63,6 +63,20 @@ int clip_text_config_from_json(const char *json_text, ClipTextConfig *config, ch
 }
 
 
+// transformers' config.json of a CLIPTextModel (or ...WithProjection when it has a projection).
+int clip_text_config_to_json(const ClipTextConfig *c, char *out, size_t size) {
+    int n = snprintf(out, size,
+                     "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"clip_text_model\",\n  \"vocab_size\": %lld,\n"
+                     "  \"hidden_size\": %lld,\n  \"num_hidden_layers\": %lld,\n  \"num_attention_heads\": %lld,\n"
+                     "  \"intermediate_size\": %lld,\n  \"max_position_embeddings\": %lld,\n  \"layer_norm_eps\": %.17g,\n"
+                     "  \"hidden_act\": \"%s\",\n  \"eos_token_id\": %lld,\n  \"projection_dim\": %lld\n}\n",
+                     c->projection_dim > 0 ? "CLIPTextModelWithProjection" : "CLIPTextModel", (long long)c->vocab_size,
+                     (long long)c->width, (long long)c->layers, (long long)c->heads, (long long)c->intermediate,
+                     (long long)c->max_positions, c->eps, c->quick_gelu ? "quick_gelu" : "gelu", (long long)c->eos_token_id,
+                     (long long)(c->projection_dim > 0 ? c->projection_dim : c->width));
+    return n >= 0 && (size_t)n < size ? 0 : -1;
+}
+
 void clip_text_create(ClipText *net, ParamStore *store, const char *prefix, ClipTextConfig c, Rng *rng) {
     char name[256];
     *net = (ClipText){.config = c};

@@ -37,6 +37,9 @@ ClipTextConfig clip_text_sd1_config(void);
 // projection is there when "architectures" names CLIPTextModelWithProjection or CLIPModel (or for
 // a CLIPConfig). 0, or -1 with one line in error.
 int clip_text_config_from_json(const char *json_text, ClipTextConfig *config, char *error, size_t error_size);
+// Writes transformers' config.json for the model (CLIPTextModel, or CLIPTextModelWithProjection with a
+// projection). 0, or -1 when out (size bytes) is too small.
+int clip_text_config_to_json(const ClipTextConfig *config, char *out, size_t size);
 // Registers the weights: "<prefix>text_model...." and "<prefix>text_projection.weight".
 void clip_text_create(ClipText *net, ParamStore *store, const char *prefix, ClipTextConfig config, Rng *rng);
 void clip_text_free(ClipText *net);

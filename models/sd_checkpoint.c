@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "engine/fs.h"
 #include "engine/json.h"
 #include "engine/safetensors.h"
 
@@ -339,42 +340,6 @@ static ParamStore *part_params(SdModel *m, SdPart part) {
     return part == SD_PART_UNET ? m->unet_params : part == SD_PART_VAE ? m->vae_params : m->text_params;
 }
 
-static bool is_directory(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-// The whole file as a NUL-terminated string (malloc'd), or NULL with one line in error.
-static char *read_text(const char *path, char *error, size_t error_size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fail(error, error_size, "%s: cannot open: %s", path, strerror(errno)), NULL;
-    char *text = NULL;
-    size_t used = 0, capacity = 0, n;
-    do {
-        if (used + 4096 + 1 > capacity) {
-            capacity = 2 * capacity + 8192;
-            char *grown = realloc(text, capacity);
-            if (!grown) tensor_fatal("sd_checkpoint", "out of memory");
-            text = grown;
-        }
-        n = fread(text + used, 1, 4096, f);
-        used += n;
-    } while (n == 4096);
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(text);
-        return fail(error, error_size, "%s: read error", path), NULL;
-    }
-    text[used] = 0;
-    return text;
-}
-
 static const char *const COMPONENT_FOLDERS[] = {"unet", "vae", "text_encoder"};
 static const char *const COMPONENT_CLASSES[] = {"UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel"};
 
@@ -382,10 +347,10 @@ static const char *const COMPONENT_CLASSES[] = {"UNet2DConditionModel", "Autoenc
 static int check_model_index(const char *folder, char *error, size_t error_size) {
     char path[4096], parse_error[256];
     snprintf(path, sizeof path, "%s/model_index.json", folder);
-    if (!is_file(path))
+    if (!fs_is_file(path))
         return fail(error, error_size, "%s: no model_index.json: not a diffusers pipeline folder (it holds model_index.json, "
                     "unet/, vae/, text_encoder/ and tokenizer/)", folder);
-    char *text = read_text(path, error, error_size);
+    char *text = fs_read_text(path, error, error_size);
     if (!text) return -1;
     JsonValue *root = json_parse(text, strlen(text), parse_error, sizeof parse_error);
     free(text);
@@ -402,15 +367,10 @@ static int check_model_index(const char *folder, char *error, size_t error_size)
     return status;
 }
 
-// <folder>/<component>/config.json into the part's configuration.
-static int read_component_config(const char *folder, SdPart part, SdConfig *config, char *error, size_t error_size) {
-    char path[4096], message[512];
-    snprintf(path, sizeof path, "%s/%s", folder, COMPONENT_FOLDERS[part]);
-    if (!is_directory(path))
-        return fail(error, error_size, "%s: no %s/ folder (a diffusers Stable Diffusion folder has unet/, vae/, text_encoder/ and "
-                    "tokenizer/)", folder, COMPONENT_FOLDERS[part]);
-    snprintf(path, sizeof path, "%s/%s/config.json", folder, COMPONENT_FOLDERS[part]);
-    char *text = read_text(path, error, error_size);
+// A component's config.json (path) into the part's configuration.
+static int parse_component_config(const char *path, SdPart part, SdConfig *config, char *error, size_t error_size) {
+    char message[512];
+    char *text = fs_read_text(path, error, error_size);
     if (!text) return -1;
     int status = part == SD_PART_UNET ? unet_config_from_json(text, &config->unet, message, sizeof message)
                : part == SD_PART_VAE ? vae_config_from_json(text, &config->vae, message, sizeof message)
@@ -420,16 +380,33 @@ static int read_component_config(const char *folder, SdPart part, SdConfig *conf
     return 0;
 }
 
-// The weight file of a component: diffusers' name, transformers' name, or the fp16 variant.
-static int component_weights(const char *folder, SdPart part, char *path, size_t size, char *error, size_t error_size) {
+// <folder>/<component>/config.json into the part's configuration.
+static int read_component_config(const char *folder, SdPart part, SdConfig *config, char *error, size_t error_size) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", folder, COMPONENT_FOLDERS[part]);
+    if (!fs_is_directory(path))
+        return fail(error, error_size, "%s: no %s/ folder (a diffusers Stable Diffusion folder has unet/, vae/, text_encoder/ and "
+                    "tokenizer/)", folder, COMPONENT_FOLDERS[part]);
+    snprintf(path, sizeof path, "%s/%s/config.json", folder, COMPONENT_FOLDERS[part]);
+    return parse_component_config(path, part, config, error, error_size);
+}
+
+// The weight file in a component folder: diffusers' name, transformers' name, or the fp16 variant.
+static int find_weights(const char *component_folder, char *path, size_t size, char *error, size_t error_size) {
     static const char *const names[] = {"diffusion_pytorch_model.safetensors", "model.safetensors",
                                         "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(path, size, "%s/%s/%s", folder, COMPONENT_FOLDERS[part], names[i]);
-        if (is_file(path)) return 0;
+        snprintf(path, size, "%s/%s", component_folder, names[i]);
+        if (fs_is_file(path)) return 0;
     }
-    return fail(error, error_size, "%s/%s: no diffusion_pytorch_model.safetensors or model.safetensors (.bin and .ckpt "
-                "files are not read: convert them to safetensors)", folder, COMPONENT_FOLDERS[part]);
+    return fail(error, error_size, "%s: no diffusion_pytorch_model.safetensors or model.safetensors (.bin and .ckpt "
+                "files are not read: convert them to safetensors)", component_folder);
+}
+
+static int component_weights(const char *folder, SdPart part, char *path, size_t size, char *error, size_t error_size) {
+    char component[4096];
+    snprintf(component, sizeof component, "%s/%s", folder, COMPONENT_FOLDERS[part]);
+    return find_weights(component, path, size, error, error_size);
 }
 
 static int load_diffusers(SdModel *m, const char *folder, char *error, size_t error_size) {
@@ -471,7 +448,7 @@ static int load_tokenizer(SdModel *m, const char *path, const SdLoadOptions *opt
         snprintf(tokenizer_path, sizeof tokenizer_path, "%s", options->tokenizer);
     } else if (m->format == SD_FORMAT_DIFFUSERS) {
         snprintf(tokenizer_path, sizeof tokenizer_path, "%s/tokenizer", path);
-        if (!is_directory(tokenizer_path))
+        if (!fs_is_directory(tokenizer_path))
             return fail(error, error_size, "%s: no tokenizer/ folder (vocab.json + merges.txt); give a tokenizer explicitly", path);
     } else {
         const char *root = getenv("TAILOR_ROOT");
@@ -518,6 +495,28 @@ SdModel *sd_model_load(const char *path, const SdLoadOptions *options, char *err
              (long long)params_count_elements(m->unet_params), (long long)params_count_elements(m->vae_params),
              (long long)params_count_elements(m->text_params), m->ignored);
     return m;
+}
+
+int sd_component_config(const char *component_folder, SdPart part, SdConfig *config, char *weights_path,
+                        size_t weights_size, char *error, size_t error_size) {
+    char path[4096];
+    if (!fs_is_directory(component_folder)) return fail(error, error_size, "%s: not a folder", component_folder);
+    snprintf(path, sizeof path, "%s/config.json", component_folder);
+    if (parse_component_config(path, part, config, error, error_size) != 0) return -1;
+    return find_weights(component_folder, weights_path, weights_size, error, error_size);
+}
+
+int sd_component_load_weights(const char *weights_path, SdPart part, const SdConfig *config, ParamStore *store,
+                              char *error, size_t error_size) {
+    Source src;
+    if (source_open(&src, weights_path, error, error_size) != 0) return -1;
+    int ignored = 0;
+    char what[64];
+    snprintf(what, sizeof what, "the %s", PART_NAMES[part]);
+    int status = load_part(store, SD_FORMAT_DIFFUSERS, part, config, &src, error, error_size);
+    if (status == 0) status = check_unexpected(&src, SD_FORMAT_DIFFUSERS, what, &ignored, error, error_size);
+    source_close(&src);
+    return status;
 }
 
 void sd_model_free(SdModel *m) {

@@ -76,3 +76,14 @@ void sd_model_free(SdModel *model);  // NULL is fine
 // (block indices depend on config->unet.layers_per_block, VAE up-block indices on config->vae.levels).
 int sd_checkpoint_tensor_name(SdFormat format, SdPart part, const SdConfig *config, const char *diffusers_name,
                               int alternative, char *out, size_t out_size);
+
+// One component folder of a diffusers pipeline on its own (unet/, vae/, text_encoder/, or a VAE
+// published alone such as stabilityai/sd-vae-ft-ema): reads its config.json into config's part and
+// finds its weight file (into weights_path). 0, or -1 with one line in error.
+int sd_component_config(const char *component_folder, SdPart part, SdConfig *config, char *weights_path,
+                        size_t weights_size, char *error, size_t error_size);
+// Loads the component's weights into store (the part created from that config and finalized) by
+// diffusers' names, with the same strictness and name alternatives as sd_model_load.
+int sd_component_load_weights(const char *weights_path, SdPart part, const SdConfig *config, ParamStore *store,
+                              char *error, size_t error_size);
+

@@ -175,6 +175,37 @@ int unet_config_from_json(const char *json_text, UnetConfig *config, char *error
 #undef FAIL
 }
 
+// The configuration as a diffusers config.json (UNet2DConditionModel), so that the weights this
+// program saves load in diffusers as they are. Fields left at diffusers' defaults are not written.
+int unet_config_to_json(const UnetConfig *c, char *out, size_t size) {
+    size_t used = 0;
+#define PUT(...) (used += (size_t)snprintf(out + used, used < size ? size - used : 0, __VA_ARGS__))
+    PUT("{\n  \"_class_name\": \"UNet2DConditionModel\",\n  \"sample_size\": null,\n");
+    PUT("  \"in_channels\": %lld,\n  \"out_channels\": %lld,\n", (long long)c->in_channels, (long long)c->out_channels);
+    PUT("  \"block_out_channels\": [");
+    for (int i = 0; i < c->levels; i++) PUT("%s%lld", i ? ", " : "", (long long)c->block_out_channels[i]);
+    PUT("],\n  \"down_block_types\": [");
+    for (int i = 0; i < c->levels; i++)
+        PUT("%s\"%s\"", i ? ", " : "", c->down_cross_attention[i] ? "CrossAttnDownBlock2D" : "DownBlock2D");
+    PUT("],\n  \"up_block_types\": [");
+    for (int i = 0; i < c->levels; i++)
+        PUT("%s\"%s\"", i ? ", " : "", c->up_cross_attention[i] ? "CrossAttnUpBlock2D" : "UpBlock2D");
+    PUT("],\n  \"mid_block_type\": %s,\n", c->mid_block == UNET_MID_CROSS_ATTENTION ? "\"UNetMidBlock2DCrossAttn\""
+                                          : c->mid_block == UNET_MID_RESNET         ? "\"UNetMidBlock2D\""
+                                                                                   : "null");
+    PUT("  \"attention_head_dim\": [");
+    for (int i = 0; i < c->levels; i++) PUT("%s%d", i ? ", " : "", c->heads[i]);
+    PUT("],\n  \"layers_per_block\": %d,\n  \"cross_attention_dim\": %lld,\n  \"norm_num_groups\": %d,\n", c->layers_per_block,
+        (long long)c->cross_attention_dim, c->norm_groups);
+    PUT("  \"norm_eps\": %.17g,\n  \"flip_sin_to_cos\": %s,\n  \"freq_shift\": %.17g,\n  \"use_linear_projection\": %s,\n",
+        c->norm_eps, c->flip_sin_to_cos ? "true" : "false", c->freq_shift, c->linear_projection ? "true" : "false");
+    if (c->num_class_embeds > 0) PUT("  \"num_class_embeds\": %lld,\n", (long long)c->num_class_embeds);
+    else PUT("  \"num_class_embeds\": null,\n");
+    PUT("  \"act_fn\": \"silu\"\n}\n");
+#undef PUT
+    return used < size ? 0 : -1;
+}
+
 // ---------------------------------------------------------------- construction
 
 

@@ -86,6 +86,9 @@ UnetConfig unet_default_config(void);
 UnetConfig unet_sd1_config(void);
 // Reads a diffusers config.json (UNet2DConditionModel). 0, or -1 with one line in error.
 int unet_config_from_json(const char *json_text, UnetConfig *config, char *error, size_t error_size);
+// Writes the configuration as a diffusers config.json (readable by unet_config_from_json and by
+// diffusers' UNet2DConditionModel.from_config). 0, or -1 when out (size bytes) is too small.
+int unet_config_to_json(const UnetConfig *config, char *out, size_t size);
 // Checks the configuration; 0, or -1 with one line in error naming the field.
 int unet_check_config(const UnetConfig *config, char *error, size_t error_size);
 // Registers every weight under prefix (e.g. "" or "unet.") with diffusers' names, initialised as

@@ -12,6 +12,8 @@ static void usage(FILE *out) {
             "  data     build the multi-domain benchmark from Debian packages (tailor data build)\n"
             "  train    train or fine-tune an image classifier, validating after each epoch\n"
             "  eval     evaluate a classifier: accuracy, per-class accuracy, confusion matrix\n"
+            "  diffusion-train  train a diffusion UNet (text-, class- or unconditional; pixel or latent)\n"
+            "  generate make labelled images from prompts or class names (built-in generator, SD 1.x, DiT)\n"
             "  help     this text\n\n"
             "`tailor <command> --help` lists a command's flags.\n");
 }
@@ -26,6 +28,8 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "data") == 0) return command_data(argc, argv);
     if (strcmp(argv[1], "train") == 0) return command_train(argc, argv);
     if (strcmp(argv[1], "eval") == 0) return command_eval(argc, argv);
+    if (strcmp(argv[1], "diffusion-train") == 0) return command_diffusion_train(argc, argv);
+    if (strcmp(argv[1], "generate") == 0) return command_generate(argc, argv);
     fprintf(stderr, "error: tailor: unknown command '%s' (see tailor help)\n", argv[1]);
     return 2;
 }

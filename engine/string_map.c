@@ -1,4 +1,4 @@
-#include "diffusion/string_map.h"
+#include "engine/string_map.h"
 
 #include <stdlib.h>
 #include <string.h>
