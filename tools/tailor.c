@@ -14,6 +14,7 @@ static void usage(FILE *out) {
             "  eval     evaluate a classifier: accuracy, per-class accuracy, confusion matrix\n"
             "  diffusion-train  train a diffusion UNet (text-, class- or unconditional; pixel or latent)\n"
             "  generate make labelled images from prompts or class names (built-in generator, SD 1.x, DiT)\n"
+            "  prompts  build N distinct prompts per class from a seeded grammar (for generate --prompts)\n"
             "  help     this text\n\n"
             "`tailor <command> --help` lists a command's flags.\n");
 }
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "eval") == 0) return command_eval(argc, argv);
     if (strcmp(argv[1], "diffusion-train") == 0) return command_diffusion_train(argc, argv);
     if (strcmp(argv[1], "generate") == 0) return command_generate(argc, argv);
+    if (strcmp(argv[1], "prompts") == 0) return command_prompts(argc, argv);
     fprintf(stderr, "error: tailor: unknown command '%s' (see tailor help)\n", argv[1]);
     return 2;
 }
