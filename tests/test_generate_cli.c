@@ -62,7 +62,7 @@ TEST(text_run_writes_log_samples_checkpoint_and_generator) {
     read_stdout(text, sizeof text);
     CHECK_MSG(strstr(text, "step 6: loss") && strstr(text, "generator (EMA weights)"), "%s", text);
     const char *files[] = {"log.jsonl", "samples/step_000003.png", "samples/step_000006.png", "checkpoint/model.safetensors",
-                           "checkpoint/ema.safetensors", "checkpoint/train_state.safetensors", "generator/model_index.json",
+                           "checkpoint/ema/model.safetensors", "checkpoint/train_state.safetensors", "generator/model_index.json",
                            "generator/unet/config.json", "generator/unet/diffusion_pytorch_model.safetensors",
                            "generator/text_encoder/model.safetensors", "generator/tokenizer/tailor-word-vocab.txt",
                            "generator/scheduler/scheduler_config.json", "generator/tailor.json"};
@@ -94,7 +94,7 @@ TEST(resume_continues_bit_for_bit) {
              "--checkpoint-every 2",
              build_dir, TRAIN_FLAGS, work_dir, work_dir);
     CHECK_MSG(run(command, output, sizeof output) == 0, "%s", output);
-    const char *files[] = {"checkpoint/model.safetensors", "checkpoint/ema.safetensors",
+    const char *files[] = {"checkpoint/model.safetensors", "checkpoint/ema/model.safetensors",
                            "generator/unet/diffusion_pytorch_model.safetensors", "generator/text_encoder/model.safetensors"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char a[600], b[600];

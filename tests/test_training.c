@@ -7,6 +7,7 @@
 
 #include "data/toy_tasks.h"
 #include "engine/checkpoint.h"
+#include "engine/fs.h"
 #include "engine/optim.h"
 #include "engine/safetensors.h"
 #include "engine/schedule.h"
@@ -207,6 +208,51 @@ TEST(checkpoint_resume_is_bitwise_identical) {
     rmdir(directory);
 }
 
+// Parts: a second model with its own optimizer (a domain discriminator, say) and a weights-only
+// copy (an EMA) go into <dir>/<name>/ and come back in place; a part from another step is refused.
+TEST(checkpoint_parts_round_trip) {
+    char directory[] = "/tmp/tailor_parts_XXXXXX", error[512], path[700];
+    CHECK(mkdtemp(directory) != NULL);
+    rmdir(directory);
+    MlpRun run;
+    mlp_run_init(&run, 5);
+    Mlp other = mlp_create(2, 8, 1, 3, 6), copy = mlp_create(2, 32, 2, 3, 7);
+    Optimizer *other_optimizer = optimizer_new_adam(other.params->numel, 0.01, 0.9, 0.999, 1e-8, 0, false);
+    for (int64_t i = 0; i < other.params->numel; i++) params_grads(other.params)[i] = (float)(i % 7) - 3.0f;
+    optimizer_step(other_optimizer, params_values(other.params), params_grads(other.params));
+    for (int i = 0; i < 4; i++) mlp_run_step(&run);
+    train_state_add_part(&run.state, "discriminator", other.params, other_optimizer);
+    train_state_add_part(&run.state, "ema", copy.params, NULL);
+    CHECK_MSG(checkpoint_save(directory, run.model.params, run.optimizer, &run.state, error, sizeof error) == 0, "%s", error);
+    mlp_run_step(&run);  // and again over the first: parts are replaced with the rest
+    CHECK_MSG(checkpoint_save(directory, run.model.params, run.optimizer, &run.state, error, sizeof error) == 0, "%s", error);
+
+    MlpRun resumed;
+    mlp_run_init(&resumed, 5);
+    Mlp other_back = mlp_create(2, 8, 1, 3, 16), copy_back = mlp_create(2, 32, 2, 3, 17);
+    Optimizer *optimizer_back = optimizer_new_adam(other.params->numel, 0.01, 0.9, 0.999, 1e-8, 0, false);
+    train_state_add_part(&resumed.state, "discriminator", other_back.params, optimizer_back);
+    train_state_add_part(&resumed.state, "ema", copy_back.params, NULL);
+    CHECK_MSG(checkpoint_load(directory, resumed.model.params, resumed.optimizer, &resumed.state, error, sizeof error) == 0, "%s", error);
+    CHECK(resumed.state.step == 5 && resumed.state.n_parts == 2);
+    CHECK(!memcmp(params_values(other_back.params), params_values(other.params), (size_t)other.params->numel * sizeof(float)));
+    CHECK(!memcmp(params_values(copy_back.params), params_values(copy.params), (size_t)copy.params->numel * sizeof(float)));
+    CHECK(optimizer_back->step == 1 &&
+          !memcmp(optimizer_back->state2, other_optimizer->state2, (size_t)other.params->numel * sizeof(float)));
+    // The ema part rewritten at another step: refused, naming it.
+    snprintf(path, sizeof path, "%s/ema/model.safetensors", directory);
+    const char *metadata[] = {"tailor.step", "2", NULL};
+    CHECK(params_save(copy.params, path, metadata, error, sizeof error) == 0);
+    CHECK(checkpoint_load(directory, resumed.model.params, resumed.optimizer, &resumed.state, error, sizeof error) != 0);
+    CHECK_MSG(strstr(error, "/ema/model.safetensors") && strstr(error, "step 2"), "%s", error);
+    optimizer_free(other_optimizer);
+    optimizer_free(optimizer_back);
+    mlp_free(&other), mlp_free(&copy), mlp_free(&other_back), mlp_free(&copy_back);
+    mlp_run_free(&resumed);
+    mlp_run_free(&run);
+    fs_remove_tree(directory);
+}
+
 TEST(params_load_reports_problems) {
     char directory[] = "/tmp/tailor_params_XXXXXX";
     CHECK(mkdtemp(directory) != NULL);
@@ -317,6 +363,7 @@ int main(void) {
     RUN_TEST(mlp_learns_spirals);
     RUN_TEST(cnn_learns_shapes);
     RUN_TEST(checkpoint_resume_is_bitwise_identical);
+    RUN_TEST(checkpoint_parts_round_trip);
     RUN_TEST(params_load_reports_problems);
     RUN_TEST(checkpoint_failures_leave_the_run_untouched);
     RUN_TEST(integer_buffers_load_from_pytorch_files);

@@ -353,7 +353,7 @@ int command_diffusion_train(int argc, char **argv) {
     // RNGs: timesteps/noise/dropout, saved with the checkpoint.
     Rng train_rng = rng_make((uint64_t)seed, 1);
     train_state_track_rng(&state, "diffusion", &train_rng);
-    state.ema_weights = ema;
+    train_state_add_part(&state, "ema", ema, NULL);
     if (resume_dir) {
         char saved[sizeof state.user_json];
         if (checkpoint_read_user_json(resume_dir, saved, sizeof saved, error, sizeof error) != 0) FAIL(1, "--resume: %s", error);

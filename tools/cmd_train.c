@@ -81,34 +81,6 @@ static int write_best(const char *out_dir, const Classifier *model, int64_t epoc
     return fclose(file) == 0 ? 0 : -1;
 }
 
-// settings.json: the run's settings (the checkpoint's user JSON) plus, for datasets with named
-// classes, "class-names" in label order, so that `tailor eval --run` can refuse data whose
-// classes differ.
-static int write_settings(const char *out_dir, const char *json, const Dataset *dataset, char *error,
-                          size_t error_size) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/settings.json", out_dir);
-    FILE *file = fopen(path, "w");
-    bool ok = file != NULL;
-    size_t length = strlen(json);
-    if (ok && dataset->class_names && length > 0 && json[length - 1] == '}') {
-        ok = fwrite(json, 1, length - 1, file) == length - 1 && fputs(",\"class-names\":[", file) >= 0;
-        for (int64_t c = 0; ok && c < dataset->class_count; c++) {
-            if (c) fputc(',', file);
-            json_write_string(file, dataset->class_names[c]);
-        }
-        ok = ok && fputs("]}\n", file) >= 0;
-    } else if (ok) {
-        ok = fprintf(file, "%s\n", json) >= 0;
-    }
-    if (file && fclose(file) != 0) ok = false;
-    if (!ok) {
-        snprintf(error, error_size, "%s: cannot write", path);
-        return -1;
-    }
-    return 0;
-}
-
 int command_train(int argc, char **argv) {
     const char *data = NULL, *val = NULL, *image_root = NULL, *benchmark_root = "data/benchmark";
     const char *model_name = "resnet18-cifar", *pretrained = NULL, *augment = "crop-flip", *normalize = "imagenet";
@@ -327,7 +299,7 @@ int command_train(int argc, char **argv) {
     used = strlen(settings);
     if (used > 0 && settings[used - 1] == '}')
         snprintf(settings + used - 1, settings_size - (used - 1), ",\"world-size\":%d}", world_size);
-    if (main_rank && write_settings(out_dir, state.user_json, train_source.dataset, error, sizeof error) != 0) FAIL(1, "%s", error);
+    if (main_rank && run_settings_write(out_dir, state.user_json, train_source.dataset, error, sizeof error) != 0) FAIL(1, "%s", error);
     if (run_device.kind == DEVICE_CUDA) {
         params_to_device(params, run_device);
         optimizer_move_to_device(optimizer);

@@ -11,6 +11,7 @@ int command_eval(int argc, char **argv);
 int command_diffusion_train(int argc, char **argv);
 int command_generate(int argc, char **argv);
 int command_prompts(int argc, char **argv);
+int command_uda(int argc, char **argv);
 
 // --device auto|cpu|cuda[:N] and --threads: the device to train on; exits with one line when the
 // device cannot be used.

@@ -58,3 +58,30 @@ void settings_add_string(char *out, size_t size, const char *key, const char *va
     }
     if (used + 1 < size) out[used++] = '"', out[used] = '\0';
 }
+
+// settings.json: the run's settings (the checkpoint's user JSON) plus, for datasets with named
+// classes, "class-names" in label order, so that `tailor eval --run` can refuse data whose
+// classes differ.
+int run_settings_write(const char *out_dir, const char *json, const Dataset *dataset, char *error, size_t error_size) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/settings.json", out_dir);
+    FILE *file = fopen(path, "w");
+    bool ok = file != NULL;
+    size_t length = strlen(json);
+    if (ok && dataset->class_names && length > 0 && json[length - 1] == '}') {
+        ok = fwrite(json, 1, length - 1, file) == length - 1 && fputs(",\"class-names\":[", file) >= 0;
+        for (int64_t c = 0; ok && c < dataset->class_count; c++) {
+            if (c) fputc(',', file);
+            json_write_string(file, dataset->class_names[c]);
+        }
+        ok = ok && fputs("]}\n", file) >= 0;
+    } else if (ok) {
+        ok = fprintf(file, "%s\n", json) >= 0;
+    }
+    if (file && fclose(file) != 0) ok = false;
+    if (!ok) {
+        snprintf(error, error_size, "%s: cannot write", path);
+        return -1;
+    }
+    return 0;
+}

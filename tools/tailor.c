@@ -15,6 +15,7 @@ static void usage(FILE *out) {
             "  diffusion-train  train a diffusion UNet (text-, class- or unconditional; pixel or latent)\n"
             "  generate make labelled images from prompts or class names (built-in generator, SD 1.x, DiT)\n"
             "  prompts  build N distinct prompts per class from a seeded grammar (for generate --prompts)\n"
+            "  uda      adapt a classifier from a labelled source to an unlabelled target (source-only, DANN)\n"
             "  help     this text\n\n"
             "`tailor <command> --help` lists a command's flags.\n");
 }
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "diffusion-train") == 0) return command_diffusion_train(argc, argv);
     if (strcmp(argv[1], "generate") == 0) return command_generate(argc, argv);
     if (strcmp(argv[1], "prompts") == 0) return command_prompts(argc, argv);
+    if (strcmp(argv[1], "uda") == 0) return command_uda(argc, argv);
     fprintf(stderr, "error: tailor: unknown command '%s' (see tailor help)\n", argv[1]);
     return 2;
 }
