@@ -8,7 +8,7 @@
 
 #include "engine/autograd.h"
 
-static const char *const METHOD_NAMES[] = {"source-only", "dann"};
+static const char *const METHOD_NAMES[] = {"source-only", "dann", "cdan"};
 
 int uda_method_from_name(const char *name) {
     for (int i = 0; i < (int)(sizeof METHOD_NAMES / sizeof METHOD_NAMES[0]); i++)
@@ -18,10 +18,11 @@ int uda_method_from_name(const char *name) {
 
 const char *uda_method_name(UdaMethod method) { return METHOD_NAMES[method]; }
 
-const char *uda_method_names(void) { return "source-only, dann"; }
+const char *uda_method_names(void) { return "source-only, dann, cdan"; }
 
 UdaOptions uda_default_options(UdaMethod method) {
-    UdaOptions o = {.method = method, .trade_off = 1.0, .discriminator_hidden = 1024, .seed = 0};
+    UdaOptions o = {.method = method, .trade_off = 1.0, .discriminator_hidden = 1024, .seed = 0,
+                    .entropy_conditioning = true, .randomized = false, .randomized_dim = 1024};
     char error[64];
     grl_schedule_parse("paper", &o.grl, error, sizeof error);
     return o;
@@ -42,6 +43,19 @@ UdaTrainer *uda_trainer_create(Classifier *model, const UdaOptions *options, cha
         t->modules = params_new();
         domain_discriminator_create(&t->discriminator, t->modules, "domain_discri.", model->output_feature_dim,
                                     options->discriminator_hidden, &rng);
+        params_finalize(t->modules);
+    }
+    if (options->method == UDA_CDAN) {
+        if (options->randomized && options->randomized_dim < 1) {
+            snprintf(error, error_size, "the randomized map's width must be positive");
+            free(t);
+            return NULL;
+        }
+        Rng rng = rng_make(options->seed, 7);
+        t->modules = params_new();
+        conditional_adversarial_create(&t->conditional, t->modules, "", model->output_feature_dim, model->options.num_classes,
+                                       options->discriminator_hidden, options->entropy_conditioning, options->randomized,
+                                       options->randomized_dim, &rng);
         params_finalize(t->modules);
     }
     return t;
@@ -78,6 +92,15 @@ Tensor *uda_step_loss(UdaTrainer *t, Tensor *x_s, Tensor *y_s, Tensor *x_t, int6
         double lambda = grl_coefficient(&t->options.grl, step, total_steps);
         DomainAdversarialResult adversarial = domain_adversarial_loss(&t->discriminator, op_narrow(out.features, 0, 0, Bs),
                                                                       op_narrow(out.features, 0, Bs, Bt), lambda, true);
+        stats->transfer = tensor_item(adversarial.loss);
+        stats->domain_accuracy = adversarial.accuracy;
+        stats->coefficient = lambda;
+        loss = op_add(loss, op_mul_scalar(adversarial.loss, t->options.trade_off));
+    } else if (t->options.method == UDA_CDAN) {
+        double lambda = grl_coefficient(&t->options.grl, step, total_steps);
+        DomainAdversarialResult adversarial = conditional_adversarial_loss(
+            &t->conditional, logits_s, op_narrow(out.features, 0, 0, Bs), op_narrow(out.logits, 0, Bs, Bt),
+            op_narrow(out.features, 0, Bs, Bt), lambda, true);
         stats->transfer = tensor_item(adversarial.loss);
         stats->domain_accuracy = adversarial.accuracy;
         stats->coefficient = lambda;

@@ -118,13 +118,34 @@ TEST(source_only_has_no_transfer_term) {
     CHECK(!fs_is_directory(path));
 }
 
+// CDAN, both maps: its discriminator (and the randomized map's matrices) go into the checkpoint.
+TEST(cdan_runs_with_both_maps) {
+    const char *variants[2] = {"", "--randomized --randomized-dim 24 --no-entropy-conditioning"};
+    for (int v = 0; v < 2; v++) {
+        char command[2048], output[8192], path[600], error[256];
+        snprintf(command, sizeof command,
+                 "%s/tailor %s --method cdan %s --source %s/source --target %s/target --target-test none --steps 3 --out %s/cdan%d",
+                 build_dir, FLAGS, variants[v], work_dir, work_dir, work_dir, v);
+        CHECK_MSG(run(command, output, sizeof output) == 0, "%s", output);
+        snprintf(path, sizeof path, "%s/cdan%d/log.jsonl", work_dir, v);
+        char *log = fs_read_text(path, error, sizeof error);
+        CHECK_MSG(log && strstr(log, "\"step\":3,") && !strstr(log, "\"domain_accuracy\":null"), "%s", log ? log : error);
+        free(log);
+        snprintf(path, sizeof path, "%s/cdan%d/settings.json", work_dir, v);
+        char *settings = fs_read_text(path, error, sizeof error);
+        CHECK_MSG(settings && strstr(settings, v ? "\"randomized\":true" : "\"entropy-conditioning\":true"), "%s",
+                  settings ? settings : error);
+        free(settings);
+    }
+}
+
 TEST(user_errors_are_one_line) {
     struct {
         const char *args;
         const char *expected;
     } cases[] = {
         {"uda --source a", "error: tailor uda: --source and --target are required"},
-        {"uda --method mcd --source a --target b", "error: tailor uda: --method mcd: expected one of source-only, dann"},
+        {"uda --method mcd --source a --target b", "error: tailor uda: --method mcd: expected one of source-only, dann, cdan"},
         {"uda --source /nonexistent --target /nonexistent", "--source /nonexistent"},
         {"uda --source a --target b --grl linear", "--grl \"linear\": expected paper, warm-start"},
         {"uda --source a --target b --batch-size 1", "--batch-size in 2..65536"},
@@ -156,6 +177,7 @@ int main(void) {
     RUN_TEST(dann_logs_every_term);
     RUN_TEST(resume_continues_bit_for_bit);
     RUN_TEST(source_only_has_no_transfer_term);
+    RUN_TEST(cdan_runs_with_both_maps);
     RUN_TEST(user_errors_are_one_line);
     fs_remove_tree(work_dir);
     return test_summary();

@@ -60,12 +60,12 @@ int command_uda(int argc, char **argv) {
     const char *normalize = "imagenet", *schedule_text = "dann", *grl_text = "paper", *out_dir = "runs/uda", *resume_dir = NULL;
     const char *device = "auto";
     int64_t image_size = 32, bottleneck = 256, steps = 1000, batch_size = 32, seed = 0, workers = 2, threads = 0;
-    int64_t eval_every = 200, stop_at_step = 0, hidden = 1024;
+    int64_t eval_every = 200, stop_at_step = 0, hidden = 1024, randomized_dim = 1024;
     double lr = 0.01, backbone_lr = 0.1, momentum = 0.9, weight_decay = 1e-3, trade_off = 1.0, bn_momentum = 0;
-    bool new_head = false;
+    bool new_head = false, entropy_conditioning = true, randomized = false;
     static const char *const augments[] = {"none", "crop-flip", "randaugment", "imagenet", NULL};
     Flag flags[] = {
-        {"method", FLAG_STRING, &method_name, "source-only | dann", NULL},
+        {"method", FLAG_STRING, &method_name, "source-only | dann | cdan", NULL},
         {"source", FLAG_STRING, &source_spec, "labelled source: bench:DOMAIN, an ImageFolder DIR (e.g. tailor generate's --out), a list FILE.txt", NULL},
         {"target", FLAG_STRING, &target_spec, "unlabelled target, same forms (its labels are not used)", NULL},
         {"target-test", FLAG_STRING, &target_test, "labelled target images for evaluation only (default for bench:DOMAIN: its test split; \"none\": no evaluation)", NULL},
@@ -86,7 +86,10 @@ int command_uda(int argc, char **argv) {
         {"lr-schedule", FLAG_STRING, &schedule_text, "dann: lr0 (1 + 10 p)^-0.75 (the DANN paper); inv: tllib's per-step form; or any tailor train schedule", NULL},
         {"trade-off", FLAG_DOUBLE, &trade_off, "weight of the transfer loss", NULL},
         {"grl", FLAG_STRING, &grl_text, "DANN reversal coefficient: paper | warm-start[:alpha=,lo=,hi=,max_iters=] | constant:X", NULL},
-        {"discriminator-hidden", FLAG_INT, &hidden, "DANN discriminator width", NULL},
+        {"discriminator-hidden", FLAG_INT, &hidden, "DANN / CDAN discriminator width", NULL},
+        {"entropy-conditioning", FLAG_BOOL, &entropy_conditioning, "CDAN: weight rows by 1 + exp(-entropy) (CDAN+E)", NULL},
+        {"randomized", FLAG_BOOL, &randomized, "CDAN: the randomized multilinear map instead of the full outer product", NULL},
+        {"randomized-dim", FLAG_INT, &randomized_dim, "CDAN: width of the randomized map", NULL},
         {"augment", FLAG_STRING, &augment, "training augmentation preset (both domains)", augments},
         {"normalize", FLAG_STRING, &normalize, "input normalisation: imagenet | clip | half | none", NULL},
         {"eval-every", FLAG_INT, &eval_every, "steps between target evaluations (0: only at the end)", NULL},
@@ -114,6 +117,9 @@ int command_uda(int argc, char **argv) {
     UdaOptions options = uda_default_options((UdaMethod)method);
     options.trade_off = trade_off;
     options.discriminator_hidden = hidden;
+    options.entropy_conditioning = entropy_conditioning;
+    options.randomized = randomized;
+    options.randomized_dim = randomized_dim;
     options.seed = (uint64_t)seed;
     if (grl_schedule_parse(grl_text, &options.grl, error, sizeof error) != 0) FAIL(2, "--grl %s", error);
     Device run_device = apply_device_and_threads("uda", device, threads);
@@ -194,9 +200,11 @@ int command_uda(int argc, char **argv) {
     snprintf(settings + used, size - used,
              ",\"classes\":%lld,\"image-size\":%lld,\"patch-size\":0,\"bottleneck\":%lld,\"batch-size\":%lld,\"steps\":%lld,"
              "\"seed\":%lld,\"lr\":%.17g,\"backbone-lr\":%.17g,\"momentum\":%.17g,\"weight-decay\":%.17g,\"trade-off\":%.17g,"
-             "\"discriminator-hidden\":%lld,\"bn-momentum\":%.17g}",
+             "\"discriminator-hidden\":%lld,\"bn-momentum\":%.17g,\"entropy-conditioning\":%s,\"randomized\":%s,"
+             "\"randomized-dim\":%lld}",
              (long long)classes, (long long)image_size, (long long)bottleneck, (long long)batch_size, (long long)steps,
-             (long long)seed, lr, backbone_lr, momentum, weight_decay, trade_off, (long long)hidden, bn_momentum);
+             (long long)seed, lr, backbone_lr, momentum, weight_decay, trade_off, (long long)hidden, bn_momentum,
+             entropy_conditioning ? "true" : "false", randomized ? "true" : "false", (long long)randomized_dim);
     if (strlen(settings) + 2 >= size) FAIL(2, "the run's settings (paths) are too long");
     if (trainer->modules) train_state_add_part(&state, "modules", trainer->modules, module_optimizer);
     if (fs_make_directories(out_dir) != 0) FAIL(1, "cannot create --out directory %s: %s", out_dir, strerror(errno));

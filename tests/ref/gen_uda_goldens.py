@@ -9,6 +9,12 @@ repository root with the reference venv (torch 1.13):
 
 Writes tests/golden/uda.safetensors (committed; tests/test_uda_losses.c reads it).
 
+Cases "cdan_e" and "cdan_random": tllib.alignment.cdan.ConditionalDomainAdversarialLoss with entropy
+conditioning and the multilinear map (discriminator on 6 x 4 inputs), and without entropy
+conditioning with the randomized map (d = 12; its random matrices saved as init/map.Rf, map.Rg),
+discriminator width 16, reversal at iteration 500 of 1000, on features [5, 6] and logits [5, 4] per
+domain: the same tensors as "dann" plus g_s, g_t (the logits, whose gradient is zero: detached).
+
 Case "dann": tllib.modules.domain_discriminator.DomainDiscriminator(in_feature=8, hidden_size=16)
 (Linear-BN-ReLU-Linear-BN-ReLU-Linear-Sigmoid, torch.manual_seed(0) initialisation) and
 tllib.alignment.dann.DomainAdversarialLoss with a WarmStartGradientReverseLayer(alpha=1, lo=0, hi=1,
@@ -64,6 +70,44 @@ def dann_case(out):
         out[f"dann/after/{name}"] = value.clone().float()
 
 
+def cdan_case(out, name, entropy_conditioning, randomized):
+    from tllib.alignment.cdan import ConditionalDomainAdversarialLoss
+    from tllib.modules.domain_discriminator import DomainDiscriminator
+
+    torch.manual_seed(1)
+    features, classes, dim = 6, 4, 12
+    criterion = ConditionalDomainAdversarialLoss(
+        DomainDiscriminator(in_feature=dim if randomized else features * classes, hidden_size=16),
+        entropy_conditioning=entropy_conditioning, randomized=randomized, num_classes=classes,
+        features_dim=features, randomized_dim=dim).train()
+    discriminator = criterion.domain_discriminator
+    for key, value in discriminator.state_dict().items():
+        out[f"{name}/init/domain_discri.{key}"] = value.clone().float()
+    if randomized:  # tllib's random matrices are plain attributes; Tailor keeps them as buffers
+        out[f"{name}/init/map.Rf"] = criterion.map.Rf.clone()
+        out[f"{name}/init/map.Rg"] = criterion.map.Rg.clone()
+    f_s = torch.randn(5, features, requires_grad=True)
+    f_t = (torch.randn(5, features) + 0.3).requires_grad_(True)
+    g_s = (2 * torch.randn(5, classes)).requires_grad_(True)
+    g_t = torch.randn(5, classes).requires_grad_(True)
+    criterion.grl.iter_num = 500  # coefficient 2 / (1 + e^-0.5) - 1
+    coefficient = 2.0 / (1.0 + np.exp(-0.5)) - 1.0
+    loss = criterion(g_s, f_s, g_t, f_t)
+    loss.backward()
+    for key, value in {"f_s": f_s, "f_t": f_t, "g_s": g_s, "g_t": g_t}.items():
+        out[f"{name}/{key}"] = value.detach()
+    out[f"{name}/coefficient"] = torch.tensor([coefficient], dtype=torch.float64)
+    out[f"{name}/loss"] = loss.detach().reshape(1)
+    out[f"{name}/accuracy"] = torch.tensor([float(criterion.domain_discriminator_accuracy) / 100.0])
+    out[f"{name}/grad_f_s"] = f_s.grad
+    out[f"{name}/grad_f_t"] = f_t.grad
+    assert g_s.grad is None or float(g_s.grad.abs().max()) == 0  # the predictions are detached
+    for key, p in discriminator.named_parameters():
+        out[f"{name}/grad/domain_discri.{key}"] = p.grad
+    for key, value in discriminator.state_dict().items():
+        out[f"{name}/after/domain_discri.{key}"] = value.clone().float()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tllib", required=True, help="a clone of Transfer-Learning-Library")
@@ -85,6 +129,8 @@ def main():
         np.float = float  # tllib's grl.py still calls np.float, removed in numpy 1.24
     out = {}
     dann_case(out)
+    cdan_case(out, "cdan_e", entropy_conditioning=True, randomized=False)
+    cdan_case(out, "cdan_random", entropy_conditioning=False, randomized=True)
     safetensors_min.save(OUT_PATH, out)
     print(f"wrote {len(out)} tensors to {OUT_PATH}")
 
