@@ -223,9 +223,12 @@ static int load_folder(Pipeline *p, const char *folder, const PipelineLoadOption
         if (p->condition == PIPELINE_CLASS && names && names != p->num_classes)
             status = fail(error, error_size, "%s/tailor.json: %lld class names for %lld classes", folder, (long long)names,
                           (long long)p->num_classes);
-        int64_t prompts = 0;
+        int64_t prompts = 0, steps = 0;
         p->sample_prompts = string_list(json_get(extra, "sample_prompts"), &prompts);
         p->n_sample_prompts = (int)prompts;
+        // Recommended sampling settings, when the folder's maker measured them.
+        if (json_double(json_get(extra, "guidance_scale"), &p->guidance_scale) != 0) p->guidance_scale = 0;
+        if (json_int64(json_get(extra, "sampling_steps"), &steps) == 0 && steps > 0 && steps <= 100000) p->sampling_steps = (int)steps;
     }
     // Otherwise the UNet config's sample_size (in latent pixels), else SD's 512 (64 x 8) or 32 pixels.
     if (status == 0 && size <= 0) {
@@ -434,7 +437,7 @@ int64_t pipeline_class_id(const Pipeline *p, const char *name) {
 // ---------------------------------------------------------------- sampling
 
 PipelineSampling pipeline_sampling_defaults(void) {
-    return (PipelineSampling){.sampler = SAMPLER_DDIM, .steps = 25, .guidance_scale = 4.0, .eta = 0.0, .image_size = 0};
+    return (PipelineSampling){.sampler = SAMPLER_DDIM, .steps = 25, .guidance_scale = 3.0, .eta = 0.0, .image_size = 0};
 }
 
 // Standard normal noise [n, ...] with image i's part from its own stream.

@@ -56,6 +56,8 @@ typedef struct {
     bool scheduler_spacing_set;  // the config names timestep_spacing (else the sampler kind's default)
     int n_sample_prompts;
     char **sample_prompts;       // tailor.json's prompts for sample grids (may be 0)
+    double guidance_scale;       // tailor.json's recommended guidance (0: none given)
+    int sampling_steps;          // tailor.json's recommended steps (0: none given)
     // Owned storage.
     SdModel *sd;
     ParamStore *stores[4];
@@ -96,7 +98,7 @@ typedef struct {
     int64_t image_size;        // 0: the pipeline's
 } PipelineSampling;
 
-PipelineSampling pipeline_sampling_defaults(void);  // DDIM, 25 steps, guidance 4, eta 0
+PipelineSampling pipeline_sampling_defaults(void);  // DDIM, 25 steps, guidance 3, eta 0 (tailor generate's)
 
 // Generates n images for the condition (from pipeline_text_states / _class_labels, or NULL), one
 // seed per image: image i starts from the noise of rng_make(seeds[i], 0) and its sampler noise

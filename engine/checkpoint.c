@@ -8,12 +8,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/fs.h"
 #include "engine/safetensors.h"
 
 void train_state_track_rng(TrainState *state, const char *name, Rng *rng) {
     if (state->n_rngs >= CHECKPOINT_MAX_RNGS) tensor_fatal("checkpoint", "too many RNG streams to track");
     snprintf(state->rng_names[state->n_rngs], sizeof state->rng_names[0], "%s", name);
     state->rngs[state->n_rngs++] = rng;
+}
+
+void train_state_add_part(TrainState *state, const char *name, ParamStore *params, Optimizer *optimizer) {
+    if (state->n_parts >= CHECKPOINT_MAX_PARTS) tensor_fatal("checkpoint", "too many checkpoint parts");
+    snprintf(state->parts[state->n_parts].name, sizeof state->parts[0].name, "%s", name);
+    state->parts[state->n_parts].params = params;
+    state->parts[state->n_parts++].optimizer = optimizer;
 }
 
 static void path_join(char *out, size_t size, const char *directory, const char *file) {
@@ -23,17 +31,8 @@ static void path_join(char *out, size_t size, const char *directory, const char 
 
 static const char *const OPTIMIZER_KIND_NAMES[] = {"sgd", "adam", "adamw"};
 
-// Removes a checkpoint directory holding only our two files (anything else keeps it).
-static void remove_checkpoint_directory(const char *directory) {
-    char path[4096];
-    path_join(path, sizeof path, directory, "model.safetensors");
-    unlink(path);
-    path_join(path, sizeof path, directory, "train_state.safetensors");
-    unlink(path);
-    path_join(path, sizeof path, directory, "ema.safetensors");
-    unlink(path);
-    rmdir(directory);
-}
+// Removes a staging or previous checkpoint directory (ours: its files and part subdirectories).
+static void remove_checkpoint_directory(const char *directory) { fs_remove_tree(directory); }
 
 static int write_checkpoint_files(const char *directory, const ParamStore *params, const Optimizer *optimizer,
                                   const TrainState *state, char *error, size_t error_size) {
@@ -78,9 +77,17 @@ static int write_checkpoint_files(const char *directory, const ParamStore *param
     const char *metadata[] = {"tailor.step", step, NULL};
     path_join(path, sizeof path, directory, "model.safetensors");
     if (params_save(params, path, metadata, error, error_size) != 0) return -1;
-    if (!state->ema_weights) return 0;
-    path_join(path, sizeof path, directory, "ema.safetensors");
-    return params_save(state->ema_weights, path, metadata, error, error_size);
+    for (int i = 0; i < state->n_parts; i++) {
+        path_join(path, sizeof path, directory, state->parts[i].name);
+        if (mkdir(path, 0777) != 0) {
+            snprintf(error, error_size, "%s: cannot create: %s", path, strerror(errno));
+            return -1;
+        }
+        TrainState part = {.step = state->step, .epoch = state->epoch, .epoch_position = state->epoch_position};
+        if (write_checkpoint_files(path, state->parts[i].params, state->parts[i].optimizer, &part, error, error_size) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 // Both files go into a fresh staging directory; only when both are complete does it replace the
@@ -250,19 +257,16 @@ int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimi
         goto done;
     }
     if (params_load(params, model_path, false, false, NULL, 0, error, error_size) != 0) goto done;
-    if (state->ema_weights) {
-        path_join(model_path, sizeof model_path, directory, "ema.safetensors");
-        if (safetensors_open(model_path, &model, error, error_size) != 0) goto done;
-        stored_step = safetensors_metadata(model, "tailor.step");
-        consistent = stored_step && parse_u64_list(stored_step, numbers, 1) == 0 && (int64_t)numbers[0] == loaded.step;
-        safetensors_close(model);
-        if (!consistent) {
-            snprintf(error, error_size, "%s: not from the training state's step %" PRId64, model_path, loaded.step);
+    for (int i = 0; i < state->n_parts; i++) {
+        path_join(model_path, sizeof model_path, directory, state->parts[i].name);
+        TrainState part = {0};
+        if (checkpoint_load(model_path, state->parts[i].params, state->parts[i].optimizer, &part, error, error_size) != 0) goto done;
+        if (part.step != loaded.step) {
+            snprintf(error, error_size, "%s: from step %" PRId64 ", the training state from step %" PRId64, model_path, part.step,
+                     loaded.step);
             goto done;
         }
-        if (params_load(state->ema_weights, model_path, false, false, NULL, 0, error, error_size) != 0) goto done;
     }
-
     // Everything checked and the weights are in: apply the rest.
     if (optimizer) {
         optimizer->step = optimizer_step;
@@ -277,7 +281,7 @@ int checkpoint_load(const char *directory, ParamStore *params, Optimizer *optimi
             }
     }
     for (int i = 0; i < state->n_rngs; i++) *state->rngs[i] = rngs[i];
-    *state = loaded;
+    *state = loaded;  // (loaded began as a copy of *state: the RNG and part registrations stay)
     status = 0;
 done:
     safetensors_close(file);

@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 
 #define CHECKPOINT_MAX_RNGS 8
+#define CHECKPOINT_MAX_PARTS 4
 
 typedef struct {
     int64_t step;            // training steps completed
@@ -23,14 +24,23 @@ typedef struct {
     char rng_names[CHECKPOINT_MAX_RNGS][32];
     Rng *rngs[CHECKPOINT_MAX_RNGS];  // streams to save / restore in place
     char user_json[4096];            // free-form metadata (flags of the run, best accuracy, ...)
-    // Optional second weights of the same run (an EMA copy): saved as ema.safetensors beside
-    // model.safetensors and restored in place by checkpoint_load (same names and shapes).
-    ParamStore *ema_weights;
+    // More weights of the run, each with its optimizer or none (a domain discriminator and its
+    // SGD, an EMA copy): saved in the subdirectory <name>/ as a checkpoint of their own at the same
+    // step, restored in place by checkpoint_load. train_state_add_part registers them.
+    int n_parts;
+    struct {
+        char name[32];
+        ParamStore *params;
+        Optimizer *optimizer;  // may be NULL
+    } parts[CHECKPOINT_MAX_PARTS];
 } TrainState;
 
 // Registers an RNG stream to be saved and restored under `name`.
 void train_state_track_rng(TrainState *state, const char *name, Rng *rng);
 
+// Registers more weights (and their optimizer, or NULL) saved and restored with the checkpoint as
+// <directory>/<name>/.
+void train_state_add_part(TrainState *state, const char *name, ParamStore *params, Optimizer *optimizer);
 // 0 on success; -1 with one line in error. optimizer may be NULL (weights and state only).
 int checkpoint_save(const char *directory, const ParamStore *params, const Optimizer *optimizer, const TrainState *state,
                     char *error, size_t error_size);

@@ -270,7 +270,7 @@ TEST(user_errors_are_one_line) {
     } cases[] = {
         {"generate --steps 2", 2, "error: tailor generate: give --prompt TEXT, --prompts FILE or --classes NAMES"},
         {"generate --model /nonexistent/gen --prompt x", 1, "error: tailor generate: --model: /nonexistent/gen: no such file or folder"},
-        {"generate --prompt x --guidance 0.5", 2, "--guidance must be >= 1"},
+        {"generate --prompt x --guidance 0.5", 2, "--guidance must be >= 1 (or 0: the model's)"},
         {"generate --prompts /nonexistent.txt", 2, "--prompts /nonexistent.txt: cannot open"},
         {"diffusion-train --space latent", 2, "error: tailor diffusion-train: --space latent needs --vae FOLDER"},
         {"diffusion-train --condition class --captions x.tsv", 2, "--captions and --caption-template are for --condition text"},

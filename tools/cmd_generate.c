@@ -97,8 +97,8 @@ static char *fill_template(const char *template_text, const char *name) {
 int command_generate(int argc, char **argv) {
     const char *model_path = NULL, *vae = NULL, *tokenizer = NULL, *prompt = NULL, *prompts_path = NULL, *class_list = NULL;
     const char *label = NULL, *template_text = "{class}", *out_dir = "runs/generate", *sampler_name = "ddim", *device = "auto";
-    int64_t per_prompt = 8, seed = 0, steps = 25, batch_size = 16, image_size = 0, threads = 0, grid_columns = 8, grid_max = 64;
-    double guidance = 3.0, eta = 0.0;
+    int64_t per_prompt = 8, seed = 0, steps = 0, batch_size = 16, image_size = 0, threads = 0, grid_columns = 8, grid_max = 64;
+    double guidance = 0.0, eta = 0.0;
     static const char *const samplers[] = {"ddpm", "ddim", "euler", "euler_ancestral", NULL};
     Flag flags[] = {
         {"model", FLAG_STRING, &model_path, "generator: a diffusers/Tailor folder, an SD 1.x .safetensors or a DiT .safetensors (default: the built-in one)", NULL},
@@ -112,8 +112,8 @@ int command_generate(int argc, char **argv) {
         {"images-per-prompt", FLAG_INT, &per_prompt, "images for each prompt / class", NULL},
         {"seed", FLAG_INT, &seed, "image k (in request order) uses seed + k", NULL},
         {"sampler", FLAG_STRING, &sampler_name, "sampler", samplers},
-        {"steps", FLAG_INT, &steps, "sampling steps", NULL},
-        {"guidance", FLAG_DOUBLE, &guidance, "classifier-free guidance scale (1: none)", NULL},
+        {"steps", FLAG_INT, &steps, "sampling steps (0: the model's tailor.json recommendation, else 25)", NULL},
+        {"guidance", FLAG_DOUBLE, &guidance, "classifier-free guidance scale, 1: none (0: the model's recommendation, else 3)", NULL},
         {"eta", FLAG_DOUBLE, &eta, "DDIM eta (0: deterministic)", NULL},
         {"image-size", FLAG_INT, &image_size, "image side in pixels (0: the model's)", NULL},
         {"batch-size", FLAG_INT, &batch_size, "images per sampling batch", NULL},
@@ -127,10 +127,10 @@ int command_generate(int argc, char **argv) {
                argc, argv, 2);
     if (!prompt && !prompts_path && !class_list) FAIL(2, "give --prompt TEXT, --prompts FILE or --classes NAMES (see tailor generate --help)");
     if (label && !prompt) FAIL(2, "--label goes with --prompt");
-    if (per_prompt < 1 || steps < 1 || batch_size < 1 || batch_size > 4096 || image_size < 0 || grid_columns < 1 || grid_max < 0)
-        FAIL(2, "--images-per-prompt, --steps, --batch-size (<= 4096) and --grid-columns must be positive; --image-size and "
+    if (per_prompt < 1 || steps < 0 || batch_size < 1 || batch_size > 4096 || image_size < 0 || grid_columns < 1 || grid_max < 0)
+        FAIL(2, "--images-per-prompt, --batch-size (<= 4096) and --grid-columns must be positive; --steps, --image-size and "
                 "--grid-max not negative");
-    if (!(guidance >= 1) || !(eta >= 0 && eta <= 1)) FAIL(2, "--guidance must be >= 1 and --eta in [0, 1]");
+    if (!(guidance >= 1 || guidance == 0) || !(eta >= 0 && eta <= 1)) FAIL(2, "--guidance must be >= 1 (or 0: the model's) and --eta in [0, 1]");
     // The prompt file first: its errors do not wait for a model to load.
     Request *file_requests = NULL;
     int64_t n_file_requests = 0;
@@ -227,6 +227,8 @@ int command_generate(int argc, char **argv) {
 
     PipelineSampling sampling = pipeline_sampling_defaults();
     sampling.sampler = sampler_kind_from_name(sampler_name, "--sampler");
+    if (steps == 0) steps = pipeline->sampling_steps > 0 ? pipeline->sampling_steps : sampling.steps;
+    if (guidance == 0) guidance = pipeline->guidance_scale >= 1 ? pipeline->guidance_scale : sampling.guidance_scale;
     sampling.steps = (int)steps;
     sampling.guidance_scale = pipeline->condition == PIPELINE_UNCONDITIONAL ? 1.0 : guidance;
     sampling.eta = eta;
@@ -299,7 +301,10 @@ int command_generate(int argc, char **argv) {
     if (fclose(manifest) != 0) FAIL(1, "cannot write %s/manifest.tsv", out_dir);
     if (grid) {
         snprintf(path, sizeof path, "%s/grid.png", out_dir);
-        int columns = (int)(grid_per_request >= grid_columns ? grid_columns : grid_per_request);
+        // Whole rows per request when they fit; else the requests' images run on in rows of --grid-columns.
+        int64_t wanted = grid_per_request > 1 ? grid_per_request : grid_columns;
+        int columns = (int)(wanted < grid_columns ? wanted : grid_columns);
+        if (columns > grid_count) columns = (int)grid_count;
         if (image_grid_save(path, grid, columns, error, sizeof error) != 0) FAIL(1, "%s", error);
         tensor_release(grid);
     }
