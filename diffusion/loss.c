@@ -89,8 +89,27 @@ Tensor *diffusion_training_loss(const NoiseSchedule *schedule, DiffusionModelFn 
     Tensor *output = model(x_t, timesteps_as_values(x0, timesteps, batch, where), condition, model_context);
     diffusion_check_model_output(output, x0, where);
     Tensor *target = diffusion_target(schedule, options.prediction_type, x0, noise, timesteps);
+    if (!(options.snr_gamma > 0)) {
+        free(timesteps);
+        return op_mse_loss(output, target, REDUCTION_MEAN);
+    }
+    // Min-SNR-gamma: per-sample mean squared error times its weight, then the batch mean.
+    double *weights = malloc((size_t)batch * sizeof(double));
+    if (!weights) tensor_fatal(where, "out of memory");
+    for (int64_t i = 0; i < batch; i++) {
+        double a = noise_schedule_alpha_bar(schedule, timesteps[i], where), snr = a / (1.0 - a);
+        double clipped = snr < options.snr_gamma ? snr : options.snr_gamma;
+        weights[i] = options.prediction_type == PREDICTION_EPSILON ? clipped / snr
+                   : options.prediction_type == PREDICTION_V      ? clipped / (snr + 1.0)
+                                                                  : clipped;
+    }
+    Tensor *per_element = op_mse_loss(output, target, REDUCTION_NONE);
+    Tensor *per_sample = op_reshape(per_element, SHAPE(batch, tensor_numel(per_element) / batch));
+    const int inner[1] = {1};
+    Tensor *loss = op_mean_all(op_mul(op_mean(per_sample, inner, 1, false), diffusion_values_tensor(per_element, weights, batch)));
+    free(weights);
     free(timesteps);
-    return op_mse_loss(output, target, REDUCTION_MEAN);
+    return loss;
 }
 
 // [B, ...] -> [K * B, ...]: K copies, pair-major (differentiable).

@@ -39,6 +39,11 @@ typedef struct {
     double condition_dropout;      // p in [0, 1]
     ConditionDropFn drop_condition;  // required when condition_dropout > 0
     void *drop_context;
+    // Min-SNR-gamma weighting (Hang et al. 2023, as diffusers' train_text_to_image --snr_gamma):
+    // sample i's mean squared error weighted by min(SNR_t, gamma) / SNR_t for epsilon,
+    // min(SNR_t, gamma) / (SNR_t + 1) for v, min(SNR_t, gamma) for sample prediction, with
+    // SNR_t = a_t / (1 - a_t); then the mean over the batch. 0: off (plain MSE).
+    double snr_gamma;
 } DiffusionTrainingOptions;
 
 // The training loss on a batch x0 [B, ...] with condition [B, ...] (or NULL). Draws from rng, in

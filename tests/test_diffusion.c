@@ -231,6 +231,22 @@ TEST(training_loss_reproduces_its_draws) {
             double a = schedule.alphas_cumprod[t[0]];
             CHECK_CLOSE(tensor_get(target, 0), sqrt(a) * tensor_get(noise, 0) - sqrt(1 - a) * tensor_get(x0, 0), 1e-15, 1e-13);
         }
+        // Min-SNR-5 weighting of the same draws, computed here element by element.
+        options.snr_gamma = 5.0;
+        Rng weighted_rng = rng_make(5, 1);
+        Tensor *weighted = diffusion_training_loss(&schedule, toy_forward, &model, x0, c, options, &weighted_rng);
+        double expected = 0;
+        for (int i = 0; i < N; i++) {
+            double a = schedule.alphas_cumprod[t[i]], snr = a / (1 - a), w = fmin(snr, 5.0) / (types[k] == PREDICTION_V ? snr + 1 : snr);
+            double mse = 0;
+            for (int j = 0; j < D; j++) {
+                double d = tensor_get(out, i * D + j) - tensor_get(target, i * D + j);
+                mse += d * d / D;
+            }
+            expected += w * mse / N;
+        }
+        CHECK_CLOSE(tensor_item(weighted), expected, 0, 1e-12);
+        CHECK(fabs(tensor_item(weighted) - tensor_item(loss)) > 1e-6 * fabs(tensor_item(loss)));  // the weights matter
         noise_schedule_free(&schedule);
         tensor_scope_end(scope);
     }

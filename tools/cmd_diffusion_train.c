@@ -139,7 +139,7 @@ int command_diffusion_train(int argc, char **argv) {
     int64_t text_width = 64, text_layers = 2, text_heads = 4, context_length = 16, min_word_count = 1;
     int64_t sample_every = 1000, checkpoint_every = 1000, sample_steps = 25, sample_columns = 8, stop_at_step = 0;
     double lr = 3e-4, weight_decay = 0.0, ema_decay = 0.999, condition_dropout = 0.1, grad_clip = 1.0, beta_start = 1e-4;
-    double beta_end = 0.02, sample_guidance = 3.0;
+    double beta_end = 0.02, sample_guidance = 3.0, snr_gamma = 0;
     static const char *const conditions[] = {"text", "class", "none", NULL};
     static const char *const spaces[] = {"pixel", "latent", NULL};
     static const char *const predictions[] = {"epsilon", "v_prediction", "sample", NULL};
@@ -167,6 +167,7 @@ int command_diffusion_train(int argc, char **argv) {
         {"beta-start", FLAG_DOUBLE, &beta_start, "first beta (linear schedules)", NULL},
         {"beta-end", FLAG_DOUBLE, &beta_end, "last beta (linear schedules)", NULL},
         {"condition-dropout", FLAG_DOUBLE, &condition_dropout, "probability of training a sample unconditionally (for guidance)", NULL},
+        {"snr-gamma", FLAG_DOUBLE, &snr_gamma, "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual; 0: plain MSE)", NULL},
         {"steps", FLAG_INT, &steps, "training steps", NULL},
         {"batch-size", FLAG_INT, &batch_size, "images per step", NULL},
         {"lr", FLAG_DOUBLE, &lr, "AdamW learning rate", NULL},
@@ -203,9 +204,9 @@ int command_diffusion_train(int argc, char **argv) {
         FAIL(2, "--text-width must be a positive multiple of --text-heads, --text-layers >= 1, --context-length in 2..512, "
                 "--min-word-count >= 1");
     if (!(lr > 0) || !(weight_decay >= 0) || !(grad_clip >= 0) || !(ema_decay >= 0 && ema_decay < 1) ||
-        !(condition_dropout >= 0 && condition_dropout < 1) || !(sample_guidance >= 1))
+        !(condition_dropout >= 0 && condition_dropout < 1) || !(sample_guidance >= 1) || !(snr_gamma >= 0))
         FAIL(2, "--lr must be positive, --weight-decay and --grad-clip not negative, --ema-decay and --condition-dropout "
-                "in [0, 1), --sample-guidance >= 1");
+                "in [0, 1), --sample-guidance >= 1, --snr-gamma not negative");
     if (!text && (captions_path || caption_template)) FAIL(2, "--captions and --caption-template are for --condition text");
     if (!strcmp(condition_name, "none") && condition_dropout > 0) condition_dropout = 0;  // nothing to drop
     Device run_device = apply_device_and_threads("diffusion-train", device, threads);
@@ -326,10 +327,11 @@ int command_diffusion_train(int argc, char **argv) {
              ",\"image-size\":%lld,\"text-width\":%lld,\"text-layers\":%lld,\"text-heads\":%lld,\"context-length\":%lld,"
              "\"min-word-count\":%lld,\"timesteps\":%lld,\"beta-start\":%.17g,\"beta-end\":%.17g,\"condition-dropout\":%.17g,"
              "\"steps\":%lld,\"batch-size\":%lld,\"lr\":%.17g,\"weight-decay\":%.17g,\"grad-clip\":%.17g,\"ema-decay\":%.17g,"
-             "\"seed\":%lld}",
+             "\"seed\":%lld,\"snr-gamma\":%.17g}",
              (long long)image_size, (long long)text_width, (long long)text_layers, (long long)text_heads,
              (long long)context_length, (long long)min_word_count, (long long)timesteps, beta_start, beta_end,
-             condition_dropout, (long long)steps, (long long)batch_size, lr, weight_decay, grad_clip, ema_decay, (long long)seed);
+             condition_dropout, (long long)steps, (long long)batch_size, lr, weight_decay, grad_clip, ema_decay, (long long)seed,
+             snr_gamma);
     if (strlen(settings) + 2 >= settings_size) FAIL(2, "the run's settings (paths) are too long");
     if (fs_make_directories(out_dir) != 0) FAIL(1, "cannot create --out directory %s: %s", out_dir, strerror(errno));
     char samples_dir[4200], checkpoint_dir[4200], generator_dir[4200], path[8400];
@@ -462,7 +464,7 @@ int command_diffusion_train(int argc, char **argv) {
                 (long long)dataset->count, omp_get_max_threads(), (long long)state.step);
 
     DiffusionTrainingOptions loss_options = {.prediction_type = scheduler.prediction_type,
-                                             .condition_dropout = condition_dropout};
+                                             .condition_dropout = condition_dropout, .snr_gamma = snr_gamma};
     ClassDrop class_drop = {.null_class = classes};
     if (by_class) loss_options.drop_condition = drop_labels, loss_options.drop_context = &class_drop;
     if (text) loss_options.drop_condition = diffusion_drop_to_null_condition;
