@@ -23,3 +23,16 @@ int run_command(const char *work_dir, const char *command, char *captured_stderr
 }
 
 void read_command_stdout(const char *work_dir, char *out, size_t size) { read_into(work_dir, "stdout.txt", out, size); }
+
+bool files_identical(const char *path_a, const char *path_b) {
+    FILE *a = fopen(path_a, "rb"), *b = fopen(path_b, "rb");
+    bool same = a && b;
+    while (same) {
+        int ca = fgetc(a), cb = fgetc(b);
+        same = ca == cb;
+        if (ca == EOF) break;
+    }
+    if (a) fclose(a);
+    if (b) fclose(b);
+    return same;
+}

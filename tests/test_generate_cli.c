@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "data/image.h"
+#include "engine/fs.h"
 #include "engine/safetensors.h"
 #include "tests/check.h"
 #include "tests/image_fixtures.h"
@@ -32,19 +33,6 @@ static bool exists(const char *fmt, const char *a) {
     struct stat info;
     snprintf(path, sizeof path, fmt, work_dir, a);
     return stat(path, &info) == 0 && info.st_size > 0;
-}
-
-static bool same_file(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    bool same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        same = ca == cb;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
 }
 
 // The tiny UNet on 16x16 stripes, captions from the class names, 2 threads at most.
@@ -100,7 +88,7 @@ TEST(resume_continues_bit_for_bit) {
         char a[600], b[600];
         snprintf(a, sizeof a, "%s/part/%s", work_dir, files[i]);
         snprintf(b, sizeof b, "%s/whole/%s", work_dir, files[i]);
-        CHECK_MSG(same_file(a, b), "%s differs after 4 + resume 2 vs 6 steps", files[i]);
+        CHECK_MSG(files_identical(a, b), "%s differs after 4 + resume 2 vs 6 steps", files[i]);
     }
     // A resume with other settings is refused, naming the flag.
     snprintf(command, sizeof command,
@@ -146,7 +134,7 @@ TEST(generate_writes_images_manifest_and_grid) {
     char a[600], b[600];
     snprintf(a, sizeof a, "%s/gen1/vertical-stripes/00001.png", work_dir);
     snprintf(b, sizeof b, "%s/gen2/vertical-stripes/00001.png", work_dir);
-    CHECK(same_file(a, b));
+    CHECK(files_identical(a, b));
     // A prompt file and class names through a template.
     snprintf(path, sizeof path, "%s/prompts.txt", work_dir);
     f = fopen(path, "wb");
@@ -318,8 +306,6 @@ int main(void) {
     RUN_TEST(emulated_device_trains_as_the_cpu);
     RUN_TEST(builtin_generator_loads_without_a_model);
     RUN_TEST(user_errors_are_one_line);
-    char command[600];
-    snprintf(command, sizeof command, "rm -rf '%s'", work_dir);
-    if (system(command) != 0) printf("could not remove %s\n", work_dir);
+    if (fs_remove_tree(work_dir) != 0) printf("could not remove %s\n", work_dir);
     return test_summary();
 }

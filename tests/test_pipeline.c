@@ -9,7 +9,6 @@
 //    the DiT's own denoiser through the sampler and the VAE.
 //  - Errors: one line naming the file.
 #define _XOPEN_SOURCE 700
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,11 +325,6 @@ TEST(errors_name_the_file) {
     free_trained(&t);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 int main(void) {
     const char *env = getenv("TAILOR_ROOT");
     snprintf(root, sizeof root, "%s", env ? env : ".");
@@ -346,7 +340,7 @@ int main(void) {
     RUN_TEST(images_depend_on_their_seed_only);
     RUN_TEST(dit_file_with_a_vae);
     RUN_TEST(errors_name_the_file);
-    nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fs_remove_tree(scratch);
     if (goldens) safetensors_close(goldens);
     return test_summary();
 }

@@ -134,8 +134,7 @@ TEST(prompt_file_and_command) {
     CHECK_MSG(run_command(dir, command, output, sizeof output) == 2 &&
                   strstr(output, "error: tailor prompts: the grammar gave only 3 distinct prompts for class cat"),
               "%s", output);
-    snprintf(command, sizeof command, "rm -rf '%s'", dir);
-    if (system(command) != 0) printf("could not remove %s\n", dir);
+    if (fs_remove_tree(dir) != 0) printf("could not remove %s\n", dir);
 }
 
 int main(void) {

@@ -8,13 +8,13 @@
 // is checked on SD 1.x names (all distinct, spot checks against names of the released files), and
 // every user error is one line naming the tensor and the file.
 #define _XOPEN_SOURCE 700
-#include <ftw.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "engine/autograd.h"
+#include "engine/fs.h"
 #include "engine/safetensors.h"
 #include "models/sd_checkpoint.h"
 #include "tests/check.h"
@@ -399,11 +399,6 @@ TEST(errors_name_the_tensor_and_the_file) {
     tensor_scope_end(scope);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 int main(void) {
     const char *env = getenv("TAILOR_ROOT");
     snprintf(root, sizeof root, "%s", env ? env : ".");
@@ -431,7 +426,7 @@ int main(void) {
     RUN_TEST(sd1_names_map_as_in_the_released_files);
     RUN_TEST(sd1_mapping_is_one_to_one);
     RUN_TEST(errors_name_the_tensor_and_the_file);
-    nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fs_remove_tree(scratch);
     if (goldens) safetensors_close(goldens);
     return test_summary();
 }

@@ -23,19 +23,6 @@ static char work_dir[256];
 
 static int run(const char *command, char *captured, size_t size) { return run_command(work_dir, command, captured, size); }
 
-static bool same_file(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    bool same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        same = ca == cb;
-        if (ca == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 static const char FLAGS[] =
     "uda --model wrn-10-1 --bn-momentum 0.1 --image-size 16 --batch-size 8 --discriminator-hidden 32 --bottleneck 16 "
     "--workers 1 --threads 2 --device cpu";
@@ -99,7 +86,7 @@ TEST(resume_continues_bit_for_bit) {
         char a[600], b[600];
         snprintf(a, sizeof a, "%s/part/%s", work_dir, files[i]);
         snprintf(b, sizeof b, "%s/whole/%s", work_dir, files[i]);
-        CHECK_MSG(same_file(a, b), "%s differs after 4 + resume 6 vs 10 steps", files[i]);
+        CHECK_MSG(files_identical(a, b), "%s differs after 4 + resume 6 vs 10 steps", files[i]);
     }
 }
 
